@@ -1,0 +1,34 @@
+# Two set-up commands for a fresh machine (see README): `make demo` and `make test`.
+# Every install step lives here and in pyproject.toml.
+
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test env tiny-model clean
+
+# The virtual environment with the package (editable) and its test extras, rebuilt when the
+# dependency pins change.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+env: $(STAMP)
+
+# The main job: the whole pipeline that exists so far, on the embedded default model.
+demo: $(STAMP)
+	$(BIN)/python -m mobilellm_export.benchmarks.demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+# Retrain the embedded default model from its seed (a few minutes on 2 cores); the result is
+# committed under mobilellm_export/assets/tiny so nobody has to run this.
+tiny-model: $(STAMP)
+	$(BIN)/python -m mobilellm_export.model.train
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

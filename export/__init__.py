@@ -1,0 +1,1 @@
+"""Export backends behind one registry, and the artifact directory they write."""

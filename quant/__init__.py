@@ -1,0 +1,1 @@
+"""Quantization schemes: named objects recorded in artifact manifests."""

@@ -1,0 +1,1 @@
+"""Runtime adapters behind one interface (base.DecoderRuntime) and the generation loop."""
