@@ -1,0 +1,290 @@
+"""Loading and saving Hugging Face-format MobileLLM checkpoints, strictly.
+
+A checkpoint directory holds `config.json` (architecture `MobileLLMForCausalLM` with
+`share_embedding`/`layer_sharing`, or `LlamaForCausalLM` with `tie_word_embeddings`) and weights
+as `model.safetensors`, sharded safetensors with `model.safetensors.index.json`, or
+`pytorch_model.bin` (optionally sharded with its index). Every tensor the architecture needs must
+be present with the right shape; anything missing, mis-shaped, unexpected or unreadable is a
+`CheckpointError` naming the tensor or file. A half-loaded model never comes back.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mobilellm_export.errors import CheckpointError, ConfigError
+
+from .config import MobileLLMConfig
+from .modeling import MobileLLM
+
+SUPPORTED_ARCHITECTURES = ("MobileLLMForCausalLM", "LlamaForCausalLM")
+# Buffers some old checkpoints carry that hold no weights (recomputed from the config).
+_IGNORED_TENSORS = re.compile(r"^model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq$")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded checkpoint: the model in eval mode plus where it came from."""
+
+    model: MobileLLM
+    config: MobileLLMConfig
+    directory: Path | None
+    source: str  # what the user named: a directory, a hub id, "embedded" or "synthetic:<preset>"
+
+
+# -- config.json ---------------------------------------------------------------------------------
+
+def config_from_hf(data: dict[str, Any]) -> MobileLLMConfig:
+    """Map a Hugging Face config.json onto our config, refusing features we do not implement."""
+    archs = data.get("architectures") or []
+    arch = archs[0] if isinstance(archs, list) and archs else None
+    if arch not in SUPPORTED_ARCHITECTURES:
+        raise CheckpointError(
+            f"unsupported architecture {arch!r} in config.json; expected one of {', '.join(SUPPORTED_ARCHITECTURES)}"
+        )
+    if data.get("hidden_act", "silu") != "silu":
+        raise CheckpointError(f"unsupported hidden_act {data['hidden_act']!r}; MobileLLM uses silu (SwiGLU)")
+    if data.get("attention_bias") or data.get("mlp_bias"):
+        raise CheckpointError("checkpoints with attention or MLP biases are not supported")
+    rope = data.get("rope_parameters") or {}  # transformers >= 5 nests rope settings here
+    rope_type = rope.get("rope_type", "default")
+    if data.get("rope_scaling") or rope_type != "default":
+        raise CheckpointError("rope scaling is not supported (MobileLLM uses plain RoPE)")
+    if arch == "MobileLLMForCausalLM":
+        shared = bool(data.get("share_embedding", True))
+        sharing = bool(data.get("layer_sharing", False))
+    else:
+        shared = bool(data.get("tie_word_embeddings", True))
+        sharing = False
+    eos = data.get("eos_token_id", 2)
+    if isinstance(eos, list):  # several stop ids: the first is the one the runners write out
+        eos = eos[0] if eos else 2
+    try:
+        dim = int(data["hidden_size"])
+        n_heads = int(data["num_attention_heads"])
+        return MobileLLMConfig(
+            vocab_size=int(data["vocab_size"]),
+            dim=dim,
+            n_layers=int(data["num_hidden_layers"]),
+            n_heads=n_heads,
+            n_kv_heads=int(data.get("num_key_value_heads") or n_heads),
+            ffn_dim=int(data["intermediate_size"]),
+            head_dim=int(data.get("head_dim") or dim // n_heads),
+            rope_theta=float(rope.get("rope_theta", data.get("rope_theta", 10000.0))),
+            norm_eps=float(data.get("rms_norm_eps", 1e-5)),
+            share_embedding=shared,
+            layer_sharing=sharing,
+            max_seq_len=int(data.get("max_position_embeddings", 2048)),
+            bos_id=int(data.get("bos_token_id", 1) if data.get("bos_token_id") is not None else 1),
+            eos_id=int(eos if eos is not None else 2),
+        )
+    except KeyError as exc:
+        raise CheckpointError(f"config.json lacks required field {exc.args[0]!r}") from None
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"config.json has a field of the wrong type: {exc}") from None
+    except ConfigError as exc:
+        raise CheckpointError(f"config.json describes an invalid model: {exc}") from None
+
+
+def config_to_hf(config: MobileLLMConfig) -> dict[str, Any]:
+    """The MobileLLM remote-code config.json for `config` (what the published checkpoints use)."""
+    return {
+        "architectures": ["MobileLLMForCausalLM"],
+        "model_type": "mobilellm",
+        "vocab_size": config.vocab_size,
+        "hidden_size": config.dim,
+        "intermediate_size": config.ffn_dim,
+        "num_hidden_layers": config.n_layers,
+        "num_attention_heads": config.n_heads,
+        "num_key_value_heads": config.n_kv_heads,
+        "head_dim": config.head_dim,
+        "hidden_act": "silu",
+        "max_position_embeddings": config.max_seq_len,
+        "rms_norm_eps": config.norm_eps,
+        "rope_theta": config.rope_theta,
+        "rope_scaling": None,
+        "attention_bias": False,
+        "mlp_bias": False,
+        "share_embedding": config.share_embedding,
+        "layer_sharing": config.layer_sharing,
+        "tie_word_embeddings": False,
+        "bos_token_id": config.bos_id,
+        "eos_token_id": config.eos_id,
+        # Like the published LS checkpoints; our own model handles LS caching correctly.
+        "use_cache": not config.layer_sharing,
+    }
+
+
+def read_config(directory: Path) -> MobileLLMConfig:
+    path = directory / "config.json"
+    if not path.is_file():
+        raise CheckpointError(f"{directory} has no config.json")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} must hold a JSON object")
+    return config_from_hf(data)
+
+
+# -- weights -------------------------------------------------------------------------------------
+
+def _hf_name(name: str) -> str:
+    return name if name.startswith("lm_head.") else f"model.{name}"
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot read {path.name}: corrupt or truncated safetensors file ({exc})") from None
+
+
+def _read_torch_bin(path: Path) -> dict[str, torch.Tensor]:
+    import pickle
+    import zipfile
+
+    try:
+        # weights_only: a checkpoint is data, never code to run.
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(f"cannot read {path.name}: corrupt or truncated PyTorch file ({str(exc).splitlines()[0]})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path.name} does not hold a flat dict of tensors")
+    return state
+
+
+def _read_index(index: Path) -> list[Path]:
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        files = sorted(set(weight_map.values()))
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{index.name} is not a valid shard index ({exc})") from None
+    missing = [f for f in files if not (index.parent / f).is_file()]
+    if missing:
+        raise CheckpointError(f"shard(s) named in {index.name} are missing: {', '.join(missing)}")
+    return [index.parent / f for f in files]
+
+
+def read_weights(directory: Path) -> dict[str, torch.Tensor]:
+    """All tensors of a checkpoint directory, by their Hugging Face names."""
+    if (directory / "model.safetensors").is_file():
+        return _read_safetensors(directory / "model.safetensors")
+    if (directory / "model.safetensors.index.json").is_file():
+        shards = _read_index(directory / "model.safetensors.index.json")
+        return _merge(_read_safetensors(p) for p in shards)
+    if (directory / "pytorch_model.bin").is_file():
+        return _read_torch_bin(directory / "pytorch_model.bin")
+    if (directory / "pytorch_model.bin.index.json").is_file():
+        shards = _read_index(directory / "pytorch_model.bin.index.json")
+        return _merge(_read_torch_bin(p) for p in shards)
+    raise CheckpointError(
+        f"{directory} has no weights (model.safetensors, model.safetensors.index.json or pytorch_model.bin)"
+    )
+
+
+def _merge(parts: Any) -> dict[str, torch.Tensor]:
+    merged: dict[str, torch.Tensor] = {}
+    for part in parts:
+        clash = merged.keys() & part.keys()
+        if clash:
+            raise CheckpointError(f"tensor {sorted(clash)[0]!r} appears in more than one shard")
+        merged.update(part)
+    return merged
+
+
+def load_state_into(model: MobileLLM, tensors: dict[str, torch.Tensor]) -> None:
+    """Copy HF-named `tensors` into `model`, refusing anything missing, extra or mis-shaped."""
+    tensors = {k: v for k, v in tensors.items() if not _IGNORED_TENSORS.match(k)}
+    expected = {_hf_name(name): param for name, param in model.state_dict().items()}
+    if model.lm_head is None and "lm_head.weight" in tensors:
+        # Tied checkpoints sometimes store the output matrix as well. Accept it only if it really
+        # is the embedding; a different matrix would mean the model is not the one described.
+        head = tensors.pop("lm_head.weight")
+        embed = tensors.get("model.embed_tokens.weight")
+        if embed is None:
+            raise CheckpointError(
+                "checkpoint is missing tensor 'model.embed_tokens.weight' (it has only lm_head.weight: this is the "
+                "known-bad safetensors conversion of MobileLLM; use the repository's pytorch_model.bin)"
+            )
+        if head.shape != embed.shape or not torch.equal(head, embed):
+            raise CheckpointError("config says the embedding is shared, but lm_head.weight differs from model.embed_tokens.weight")
+    missing = sorted(expected.keys() - tensors.keys(), key=_natural)
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise CheckpointError(f"checkpoint is missing tensor {missing[0]!r}{more}")
+    unexpected = sorted(tensors.keys() - expected.keys(), key=_natural)
+    if unexpected:
+        more = f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""
+        raise CheckpointError(f"checkpoint has unexpected tensor {unexpected[0]!r}{more} for this config")
+    for name, param in expected.items():
+        value = tensors[name]
+        if tuple(value.shape) != tuple(param.shape):
+            raise CheckpointError(f"tensor {name!r} has shape {tuple(value.shape)}, config needs {tuple(param.shape)}")
+        if not value.is_floating_point():
+            raise CheckpointError(f"tensor {name!r} has dtype {value.dtype}; expected floating point weights")
+    with torch.no_grad():
+        for name, param in model.state_dict().items():
+            param.copy_(tensors[_hf_name(name)])
+
+
+def _natural(name: str) -> list[object]:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+# -- whole checkpoints ---------------------------------------------------------------------------
+
+def load_checkpoint(directory: Path, *, source: str | None = None, max_context: int | None = None) -> Checkpoint:
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"checkpoint directory {directory} does not exist")
+    config = read_config(directory)
+    tensors = read_weights(directory)
+    model = MobileLLM(config, max_context=max_context)
+    load_state_into(model, tensors)
+    model.eval()
+    return Checkpoint(model=model, config=config, directory=directory, source=source or str(directory))
+
+
+def save_checkpoint(model: MobileLLM, directory: Path, *, dtype: torch.dtype = torch.float32) -> None:
+    """Write `config.json` + `model.safetensors` in Hugging Face layout (shared tensors once)."""
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {_hf_name(k): v.detach().to(dtype).contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    (directory / "config.json").write_text(json.dumps(config_to_hf(model.config), indent=2) + "\n", encoding="utf-8")
+
+
+def download(hub_id: str, *, config_only: bool = False, revision: str | None = None) -> Path:
+    """Fetch a checkpoint's files (or just its config.json) from the Hugging Face hub into
+    huggingface_hub's cache, and return the snapshot directory."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    patterns = ["config.json"]
+    if not config_only:
+        patterns += ["*.safetensors", "model.safetensors.index.json", "pytorch_model*.bin",
+                     "pytorch_model.bin.index.json", "tokenizer.model", "tokenizer.json", "tokenizer_config.json"]
+    try:
+        path = snapshot_download(hub_id, revision=revision, allow_patterns=patterns)
+    except RepositoryNotFoundError:
+        raise CheckpointError(f"no Hugging Face repository {hub_id!r} (or it needs a token: set HF_TOKEN)") from None
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
+        raise CheckpointError(f"cannot download {hub_id!r}: {str(exc).splitlines()[0]}") from None
+    return Path(path)
+
+
+def looks_like_hub_id(text: str) -> bool:
+    return bool(_HUB_ID.match(text)) and not Path(text).exists()

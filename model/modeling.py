@@ -1,0 +1,217 @@
+"""The MobileLLM decoder in PyTorch: the reference every exported artifact is checked against.
+
+Llama-style blocks (RMSNorm, rotary embeddings, grouped-query attention, SwiGLU) with MobileLLM's
+two kinds of weight sharing:
+
+* embedding sharing: the output projection reads `embed_tokens.weight`; there is no second matrix;
+* immediate block-wise sharing (LS variants): block i runs twice in a row. The weights are shared
+  but each *executed* block has its own KV-cache slot, because the second run sees different
+  inputs than the first. (The published remote code reuses one slot for both runs, which is why it
+  ships with `use_cache: false`.)
+
+Module and parameter names follow Hugging Face's Llama without the `model.` prefix, so a
+checkpoint maps onto this module by a fixed rename (see checkpoint.py).
+
+The KV cache is static and preallocated (a buffer per executed block) and written with
+`index_copy_`, and attention runs over the whole cache with a position mask: shapes never depend
+on how many tokens are cached, which is what `torch.export` and the phone runtimes need.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mobilellm_export.errors import ConfigError
+
+from .config import MobileLLMConfig
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        # Normalise in fp32 whatever the activation dtype, as Hugging Face's Llama does.
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+def rope_tables(head_dim: int, max_positions: int, theta: float) -> tuple[Tensor, Tensor]:
+    """cos/sin tables [max_positions, head_dim] in the rotate-half layout of HF checkpoints."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+    freqs = torch.outer(torch.arange(max_positions, dtype=torch.float64), inv_freq)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos().float(), emb.sin().float()
+
+
+def _rotate_half(x: Tensor) -> Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """x [B, heads, n, head_dim]; cos/sin [n, head_dim]."""
+    return x * cos + _rotate_half(x) * sin
+
+
+class KVCache(nn.Module):
+    """One executed block's static cache: [batch, kv_heads, max_context, head_dim] keys and values."""
+
+    def __init__(self, batch: int, n_kv_heads: int, max_context: int, head_dim: int, dtype: torch.dtype) -> None:
+        super().__init__()
+        shape = (batch, n_kv_heads, max_context, head_dim)
+        # Not persistent: the cache is runtime state, never part of a checkpoint.
+        self.register_buffer("k_cache", torch.zeros(shape, dtype=dtype), persistent=False)
+        self.register_buffer("v_cache", torch.zeros(shape, dtype=dtype), persistent=False)
+
+    def update(self, positions: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Write k/v [B, kv_heads, n, head_dim] at `positions` [n]; return the whole cache."""
+        self.k_cache.index_copy_(2, positions, k.to(self.k_cache.dtype))
+        self.v_cache.index_copy_(2, positions, v.to(self.v_cache.dtype))
+        return self.k_cache, self.v_cache
+
+
+class Attention(nn.Module):
+    def __init__(self, config: MobileLLMConfig) -> None:
+        super().__init__()
+        self.n_heads = config.n_heads
+        self.n_kv_heads = config.n_kv_heads
+        self.head_dim = config.head_dim
+        self.q_proj = nn.Linear(config.dim, config.n_heads * config.head_dim, bias=False)
+        self.k_proj = nn.Linear(config.dim, config.kv_dim, bias=False)
+        self.v_proj = nn.Linear(config.dim, config.kv_dim, bias=False)
+        self.o_proj = nn.Linear(config.n_heads * config.head_dim, config.dim, bias=False)
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor, cache: KVCache | None, positions: Tensor) -> Tensor:
+        bsz, n, _ = x.shape
+        q = self.q_proj(x).view(bsz, n, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(bsz, n, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(bsz, n, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q = apply_rope(q, cos, sin)
+        k = apply_rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(positions, k, v)
+            k, v = k.to(q.dtype), v.to(q.dtype)
+        # Query head h reads key/value head h // n_rep (the grouping HF's repeat_kv uses).
+        n_rep = self.n_heads // self.n_kv_heads
+        if n_rep > 1:
+            k = k.repeat_interleave(n_rep, dim=1)
+            v = v.repeat_interleave(n_rep, dim=1)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.o_proj(out.transpose(1, 2).reshape(bsz, n, self.n_heads * self.head_dim))
+
+
+class MLP(nn.Module):
+    """SwiGLU feed-forward: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, config: MobileLLMConfig) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(config.dim, config.ffn_dim, bias=False)
+        self.up_proj = nn.Linear(config.dim, config.ffn_dim, bias=False)
+        self.down_proj = nn.Linear(config.ffn_dim, config.dim, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, config: MobileLLMConfig) -> None:
+        super().__init__()
+        self.input_layernorm = RMSNorm(config.dim, config.norm_eps)
+        self.self_attn = Attention(config)
+        self.post_attention_layernorm = RMSNorm(config.dim, config.norm_eps)
+        self.mlp = MLP(config)
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor, cache: KVCache | None, positions: Tensor) -> Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, positions)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class MobileLLM(nn.Module):
+    """MobileLLM causal LM with an optional static KV cache.
+
+    `forward(tokens [B, n], input_pos [1])` writes the tokens' keys/values at positions
+    input_pos .. input_pos+n-1 and returns the logits of the last position, [B, vocab]: the
+    contract the phone runtimes use for both prefill and decode. With `input_pos=None` the cache
+    is neither read nor written and positions start at 0 (full recomputation).
+    """
+
+    def __init__(self, config: MobileLLMConfig, *, max_context: int | None = None, max_batch: int = 1,
+                 cache_dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        self.config = config
+        self.max_context = max_context or config.max_seq_len
+        if not 2 <= self.max_context <= config.max_seq_len:
+            raise ConfigError(f"context length {self.max_context} is outside 2..{config.max_seq_len} (the model's maximum)")
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.dim)
+        self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.n_layers))
+        self.norm = RMSNorm(config.dim, config.norm_eps)
+        # With embedding sharing there is no lm_head parameter at all: the projection reads the
+        # embedding matrix, so no code path can store or quantize a second copy by accident.
+        self.lm_head = None if config.share_embedding else nn.Linear(config.dim, config.vocab_size, bias=False)
+        self.caches = nn.ModuleList(
+            KVCache(max_batch, config.n_kv_heads, self.max_context, config.head_dim, cache_dtype)
+            for _ in range(config.n_executed_layers)
+        )
+        cos, sin = rope_tables(config.head_dim, self.max_context, config.rope_theta)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+
+    # -- weights -----------------------------------------------------------------------------
+    def init_weights(self, seed: int, std: float = 0.02) -> "MobileLLM":
+        """Deterministic random initialisation (training and synthetic-weight models)."""
+        gen = torch.Generator().manual_seed(seed)
+        # Residual-branch outputs are scaled down with depth (GPT-2 style) so deep-and-thin
+        # stacks start near the identity.
+        out_std = std / math.sqrt(2 * self.config.n_executed_layers)
+        for name, param in self.named_parameters():
+            if name.endswith("norm.weight") or name.endswith("layernorm.weight"):
+                nn.init.ones_(param)
+            else:
+                scale = out_std if name.endswith(("o_proj.weight", "down_proj.weight")) else std
+                with torch.no_grad():
+                    param.copy_(torch.randn(param.shape, generator=gen) * scale)
+        return self
+
+    def output_weight(self) -> Tensor:
+        return self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
+
+    # -- forward -----------------------------------------------------------------------------
+    def reset_cache(self) -> None:
+        for cache in self.caches:
+            cache.k_cache.zero_()
+            cache.v_cache.zero_()
+
+    def hidden_states(self, tokens: Tensor, input_pos: Tensor | None = None) -> Tensor:
+        n = tokens.shape[1]
+        steps = torch.arange(n, device=tokens.device)
+        if input_pos is None:
+            positions = steps
+            mask = steps[None, :] <= steps[:, None]  # [n, n] causal
+        else:
+            positions = input_pos.reshape(1)[0] + steps
+            keys = torch.arange(self.max_context, device=tokens.device)
+            mask = keys[None, :] <= positions[:, None]  # [n, max_context]: cached and current keys
+        cos, sin = self.rope_cos[positions], self.rope_sin[positions]
+        x = self.embed_tokens(tokens)
+        for slot, block in enumerate(self.config.execution_order):
+            cache = self.caches[slot] if input_pos is not None else None
+            x = self.layers[block](x, cos, sin, mask, cache, positions)
+        return self.norm(x)
+
+    def project(self, hidden: Tensor) -> Tensor:
+        return F.linear(hidden, self.output_weight())
+
+    def forward(self, tokens: Tensor, input_pos: Tensor | None = None) -> Tensor:
+        return self.project(self.hidden_states(tokens, input_pos)[:, -1, :])
+
+    def logits(self, tokens: Tensor, input_pos: Tensor | None = None) -> Tensor:
+        """Logits for every position, [B, n, vocab] (evaluation and reference checks)."""
+        return self.project(self.hidden_states(tokens, input_pos))

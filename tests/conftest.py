@@ -1,0 +1,34 @@
+"""Shared fixtures: tiny random models and Hugging Face checkpoints written by `transformers`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from mobilellm_export.model.checkpoint import save_checkpoint
+from mobilellm_export.model.config import MobileLLMConfig
+from mobilellm_export.model.modeling import MobileLLM
+
+torch.set_num_threads(2)
+
+
+def small_config(**changes: object) -> MobileLLMConfig:
+    base = MobileLLMConfig(vocab_size=257, dim=64, n_layers=3, n_heads=4, n_kv_heads=2, ffn_dim=96,
+                           head_dim=16, max_seq_len=128)
+    return base.replace(**changes)
+
+
+def random_model(config: MobileLLMConfig, seed: int = 0, std: float = 0.2) -> MobileLLM:
+    # A larger init than training uses, so greedy decoding wanders instead of repeating one token
+    # and comparisons between implementations have something to disagree about.
+    return MobileLLM(config).init_weights(seed, std=std).eval()
+
+
+@pytest.fixture
+def ls_checkpoint(tmp_path: Path) -> Path:
+    """A layer-sharing (LS) checkpoint in MobileLLM's remote-code layout."""
+    model = random_model(small_config(layer_sharing=True))
+    save_checkpoint(model, tmp_path / "ls")
+    return tmp_path / "ls"
