@@ -20,6 +20,8 @@ on how many tokens are cached, which is what `torch.export` and the phone runtim
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -57,25 +59,42 @@ def _rotate_half(x: Tensor) -> Tensor:
 
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """x [B, heads, n, head_dim]; cos/sin [n, head_dim]."""
-    return x * cos + _rotate_half(x) * sin
+    """x [B, n, heads, head_dim]; cos/sin [n, head_dim]."""
+    return x * cos[:, None, :] + _rotate_half(x) * sin[:, None, :]
+
+
+# How one executed block attends: (q [B, n, H, D], k, v [B, n, Hkv, D]) -> [B, n, H, D]. The
+# eager model reads and writes its KV cache here; each backend supplies its own (ExecuTorch's
+# custom cache ops, explicit cache inputs/outputs for ONNX, states for Core ML) while the
+# projections, rotary embeddings and everything else stay this module's code.
+Attend = Callable[[Tensor, Tensor, Tensor], Tensor]
+
+
+def sdpa_gqa(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
+    """Attention in token-major layout; query head h reads key/value head h // n_rep (HF's grouping)."""
+    n_rep = q.shape[2] // k.shape[2]
+    q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+    if n_rep > 1:
+        k = k.repeat_interleave(n_rep, dim=1)
+        v = v.repeat_interleave(n_rep, dim=1)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2)
 
 
 class KVCache(nn.Module):
-    """One executed block's static cache: [batch, kv_heads, max_context, head_dim] keys and values."""
+    """One executed block's static cache: [batch, max_context, kv_heads, head_dim] keys and values."""
 
     def __init__(self, batch: int, n_kv_heads: int, max_context: int, head_dim: int, dtype: torch.dtype) -> None:
         super().__init__()
-        shape = (batch, n_kv_heads, max_context, head_dim)
+        shape = (batch, max_context, n_kv_heads, head_dim)
         # Not persistent: the cache is runtime state, never part of a checkpoint.
         self.register_buffer("k_cache", torch.zeros(shape, dtype=dtype), persistent=False)
         self.register_buffer("v_cache", torch.zeros(shape, dtype=dtype), persistent=False)
 
-    def update(self, positions: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Write k/v [B, kv_heads, n, head_dim] at `positions` [n]; return the whole cache."""
-        self.k_cache.index_copy_(2, positions, k.to(self.k_cache.dtype))
-        self.v_cache.index_copy_(2, positions, v.to(self.v_cache.dtype))
-        return self.k_cache, self.v_cache
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, *, positions: Tensor, mask: Tensor) -> Tensor:
+        """Write k/v at `positions` [n], then attend over the whole cache under `mask` [n, max_context]."""
+        self.k_cache.index_copy_(1, positions, k.to(self.k_cache.dtype))
+        self.v_cache.index_copy_(1, positions, v.to(self.v_cache.dtype))
+        return sdpa_gqa(q, self.k_cache.to(q.dtype), self.v_cache.to(q.dtype), mask)
 
 
 class Attention(nn.Module):
@@ -89,23 +108,12 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(config.dim, config.kv_dim, bias=False)
         self.o_proj = nn.Linear(config.n_heads * config.head_dim, config.dim, bias=False)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor, cache: KVCache | None, positions: Tensor) -> Tensor:
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, attend: Attend) -> Tensor:
         bsz, n, _ = x.shape
-        q = self.q_proj(x).view(bsz, n, self.n_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(bsz, n, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(bsz, n, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        q = apply_rope(q, cos, sin)
-        k = apply_rope(k, cos, sin)
-        if cache is not None:
-            k, v = cache.update(positions, k, v)
-            k, v = k.to(q.dtype), v.to(q.dtype)
-        # Query head h reads key/value head h // n_rep (the grouping HF's repeat_kv uses).
-        n_rep = self.n_heads // self.n_kv_heads
-        if n_rep > 1:
-            k = k.repeat_interleave(n_rep, dim=1)
-            v = v.repeat_interleave(n_rep, dim=1)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return self.o_proj(out.transpose(1, 2).reshape(bsz, n, self.n_heads * self.head_dim))
+        q = apply_rope(self.q_proj(x).view(bsz, n, self.n_heads, self.head_dim), cos, sin)
+        k = apply_rope(self.k_proj(x).view(bsz, n, self.n_kv_heads, self.head_dim), cos, sin)
+        v = self.v_proj(x).view(bsz, n, self.n_kv_heads, self.head_dim)
+        return self.o_proj(attend(q, k, v).reshape(bsz, n, self.n_heads * self.head_dim))
 
 
 class MLP(nn.Module):
@@ -129,9 +137,17 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.dim, config.norm_eps)
         self.mlp = MLP(config)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor, cache: KVCache | None, positions: Tensor) -> Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, positions)
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, attend: Attend) -> Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, attend)
         return x + self.mlp(self.post_attention_layernorm(x))
+
+
+def run_blocks(layers: nn.ModuleList, order: tuple[int, ...], x: Tensor, cos: Tensor, sin: Tensor,
+               attends: list[Attend]) -> Tensor:
+    """The executed stack: block `order[i]` with its own attend (cache slot) `attends[i]`."""
+    for block, attend in zip(order, attends):
+        x = layers[block](x, cos, sin, attend)
+    return x
 
 
 class MobileLLM(nn.Module):
@@ -195,15 +211,14 @@ class MobileLLM(nn.Module):
         if input_pos is None:
             positions = steps
             mask = steps[None, :] <= steps[:, None]  # [n, n] causal
+            attends: list[Attend] = [partial(sdpa_gqa, mask=mask)] * self.config.n_executed_layers
         else:
             positions = input_pos.reshape(1)[0] + steps
             keys = torch.arange(self.max_context, device=tokens.device)
             mask = keys[None, :] <= positions[:, None]  # [n, max_context]: cached and current keys
-        cos, sin = self.rope_cos[positions], self.rope_sin[positions]
+            attends = [partial(cache.attend, positions=positions, mask=mask) for cache in self.caches]
         x = self.embed_tokens(tokens)
-        for slot, block in enumerate(self.config.execution_order):
-            cache = self.caches[slot] if input_pos is not None else None
-            x = self.layers[block](x, cos, sin, mask, cache, positions)
+        x = run_blocks(self.layers, self.config.execution_order, x, self.rope_cos[positions], self.rope_sin[positions], attends)
         return self.norm(x)
 
     def project(self, hidden: Tensor) -> Tensor:
@@ -211,6 +226,7 @@ class MobileLLM(nn.Module):
 
     def forward(self, tokens: Tensor, input_pos: Tensor | None = None) -> Tensor:
         return self.project(self.hidden_states(tokens, input_pos)[:, -1, :])
+
 
     def logits(self, tokens: Tensor, input_pos: Tensor | None = None) -> Tensor:
         """Logits for every position, [B, n, vocab] (evaluation and reference checks)."""

@@ -66,5 +66,5 @@ def test_from_dict_refuses_unknown_and_missing_fields():
 def test_context_beyond_the_model_maximum_is_refused():
     with pytest.raises(ConfigError, match="outside 2..128"):
         MobileLLM(small_config(), max_context=129)
-    assert MobileLLM(small_config(), max_context=16).caches[0].k_cache.shape[2] == 16
+    assert MobileLLM(small_config(), max_context=16).caches[0].k_cache.shape[1] == 16
     assert MobileLLM(small_config()).rope_cos.shape == (128, 16)
