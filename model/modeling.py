@@ -63,6 +63,10 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return x * cos[:, None, :] + _rotate_half(x) * sin[:, None, :]
 
 
+# Rotary embedding of q or k [B, n, H, D] at the current positions (cos/sin already bound).
+Rope = Callable[[Tensor], Tensor]
+
+
 # How one executed block attends: (q [B, n, H, D], k, v [B, n, Hkv, D]) -> [B, n, H, D]. The
 # eager model reads and writes its KV cache here; each backend supplies its own (ExecuTorch's
 # custom cache ops, explicit cache inputs/outputs for ONNX, states for Core ML) while the
@@ -108,12 +112,14 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(config.dim, config.kv_dim, bias=False)
         self.o_proj = nn.Linear(config.n_heads * config.head_dim, config.dim, bias=False)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, attend: Attend) -> Tensor:
-        bsz, n, _ = x.shape
-        q = apply_rope(self.q_proj(x).view(bsz, n, self.n_heads, self.head_dim), cos, sin)
-        k = apply_rope(self.k_proj(x).view(bsz, n, self.n_kv_heads, self.head_dim), cos, sin)
-        v = self.v_proj(x).view(bsz, n, self.n_kv_heads, self.head_dim)
-        return self.o_proj(attend(q, k, v).reshape(bsz, n, self.n_heads * self.head_dim))
+    def forward(self, x: Tensor, rope: Rope, attend: Attend) -> Tensor:
+        bsz = x.shape[0]
+        # The sequence length is left to -1 rather than taken from x.shape: exported with a
+        # dynamic length, a symbolic size here would keep XNNPACK from taking the reshape.
+        q = rope(self.q_proj(x).view(bsz, -1, self.n_heads, self.head_dim))
+        k = rope(self.k_proj(x).view(bsz, -1, self.n_kv_heads, self.head_dim))
+        v = self.v_proj(x).view(bsz, -1, self.n_kv_heads, self.head_dim)
+        return self.o_proj(attend(q, k, v).reshape(bsz, -1, self.n_heads * self.head_dim))
 
 
 class MLP(nn.Module):
@@ -137,16 +143,15 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.dim, config.norm_eps)
         self.mlp = MLP(config)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, attend: Attend) -> Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, attend)
+    def forward(self, x: Tensor, rope: Rope, attend: Attend) -> Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), rope, attend)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
-def run_blocks(layers: nn.ModuleList, order: tuple[int, ...], x: Tensor, cos: Tensor, sin: Tensor,
-               attends: list[Attend]) -> Tensor:
+def run_blocks(layers: nn.ModuleList, order: tuple[int, ...], x: Tensor, rope: Rope, attends: list[Attend]) -> Tensor:
     """The executed stack: block `order[i]` with its own attend (cache slot) `attends[i]`."""
     for block, attend in zip(order, attends):
-        x = layers[block](x, cos, sin, attend)
+        x = layers[block](x, rope, attend)
     return x
 
 
@@ -218,7 +223,8 @@ class MobileLLM(nn.Module):
             mask = keys[None, :] <= positions[:, None]  # [n, max_context]: cached and current keys
             attends = [partial(cache.attend, positions=positions, mask=mask) for cache in self.caches]
         x = self.embed_tokens(tokens)
-        x = run_blocks(self.layers, self.config.execution_order, x, self.rope_cos[positions], self.rope_sin[positions], attends)
+        rope = partial(apply_rope, cos=self.rope_cos[positions], sin=self.rope_sin[positions])
+        x = run_blocks(self.layers, self.config.execution_order, x, rope, attends)
         return self.norm(x)
 
     def project(self, hidden: Tensor) -> Tensor:
