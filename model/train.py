@@ -50,6 +50,7 @@ def train_tokenizer(texts: list[str], vocab_size: int, out: Path) -> None:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
     )
     tok.train_from_iterator(texts, trainer)
+    tok.post_processor = bos_template()
     tok.save(str(out / "tokenizer.json"))
     # Runners find bos/eos by name from this file (the C++ tokenizer cannot guess them from "<s>").
     (out / "tokenizer_config.json").write_text(json.dumps({
@@ -57,6 +58,15 @@ def train_tokenizer(texts: list[str], vocab_size: int, out: Path) -> None:
         "unk_token": "<unk>", "add_bos_token": False, "add_eos_token": False,
         "clean_up_tokenization_spaces": False, "model_max_length": TINY.max_seq_len,
     }, indent=2) + "\n", encoding="utf-8")
+
+
+def bos_template():
+    """Prepend <s> when a caller asks for special tokens. ExecuTorch's C++ tokenizer adds BOS only
+    through this post-processor, so without it the LLM runners would prompt the model without the
+    BOS it was trained with. (This package's own encode adds BOS itself.)"""
+    from tokenizers import processors
+
+    return processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", TINY.bos_id)])
 
 
 def lr_at(step: int, steps: int, peak: float, warmup: int) -> float:
