@@ -12,11 +12,14 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from mobilellm_export.errors import MobileLLMError, UnsupportedError
 from mobilellm_export.progress import Progress
+from mobilellm_export.quiet import quiet_third_party
 
 PROG = "mobilellm-export"
+DEFAULT_CONTEXT = 1024
 
 
 def _common(*, top: bool) -> argparse.ArgumentParser:
@@ -56,18 +59,19 @@ def cmd_generate(args: argparse.Namespace, progress: Progress) -> int:
     from mobilellm_export.runtimes.eager import EagerRuntime
     from mobilellm_export.runtimes.generate import Sampling, TextStream, generate
 
-    if args.artifact is not None:
-        if args.model is not None:
-            raise UnsupportedError("give either --model or an artifact directory, not both")
-        raise UnsupportedError(
-            "running exported artifact directories arrives with the export backends (issues #3-#5); "
-            "use --model for eager PyTorch generation"
-        )
     sampling = Sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
-    loaded = load_model(args.model, max_context=args.max_context, progress=progress)
-    tokenizer = loaded.require_tokenizer()
+    if args.artifact is not None:
+        if args.model is not None or args.max_context is not None:
+            raise UnsupportedError("an artifact directory fixes the model and context; drop --model/--max-context")
+        from mobilellm_export.runtimes.artifacts import open_artifact
+
+        progress.step(f"loading {args.artifact}")
+        opened = open_artifact(Path(args.artifact))
+        runtime, tokenizer, label = opened.runtime, opened.require_tokenizer(), str(args.artifact)
+    else:
+        loaded = load_model(args.model, max_context=args.max_context, progress=progress)
+        runtime, tokenizer, label = EagerRuntime(loaded.model), loaded.require_tokenizer(), loaded.label
     prompt_ids = tokenizer.encode(args.prompt)
-    runtime = EagerRuntime(loaded.model)
     progress.step(f"generating with {runtime.name} ({len(prompt_ids)} prompt tokens)")
 
     def emit(text: str) -> None:
@@ -80,7 +84,7 @@ def cmd_generate(args: argparse.Namespace, progress: Progress) -> int:
     result = generate(runtime, prompt_ids, max_new_tokens=args.max_new_tokens, eos_ids=(tokenizer.eos_id,),
                       sampling=sampling, on_token=stream)
     stats = {
-        "runtime": runtime.name, "model": loaded.label, "prompt_tokens": len(result.prompt_ids),
+        "runtime": runtime.name, "model": label, "prompt_tokens": len(result.prompt_ids),
         "new_tokens": len(result.new_ids), "stop_reason": result.stop_reason,
         "prefill_tokens_per_s": round(result.prefill_tokens_per_s, 1),
         "decode_tokens_per_s": round(result.decode_tokens_per_s, 1),
@@ -96,13 +100,69 @@ def cmd_generate(args: argparse.Namespace, progress: Progress) -> int:
     return 0
 
 
+# -- export and verify ---------------------------------------------------------------------------
+
+def cmd_export(args: argparse.Namespace, progress: Progress) -> int:
+    from mobilellm_export.export.pipeline import export_artifact
+    from mobilellm_export.export.registry import ExportRequest, get_backend
+    from mobilellm_export.model.sources import load_model
+    from mobilellm_export.quant.schemes import embedding_format, get_scheme
+
+    # Validate every combination before any work, so a bad one does not cost a long export.
+    if args.group_size < 2 or args.group_size % 2:
+        raise UnsupportedError(f"--group-size must be an even number >= 2, got {args.group_size}")
+    if args.max_context is not None and args.max_context < 2:
+        raise UnsupportedError(f"--max-context must be at least 2, got {args.max_context}")
+    jobs = []
+    for backend_name in dict.fromkeys(args.backend):
+        backend = get_backend(backend_name)
+        backend.load()  # a missing optional package fails here, before any work
+        for quant in dict.fromkeys(args.quant):
+            if quant not in backend.schemes:
+                raise UnsupportedError(f"--quant {quant} is not supported by the {backend_name} backend "
+                                       f"(it supports {', '.join(backend.schemes)})")
+            choice = args.embedding_quant or backend.default_embedding[quant]
+            if choice not in backend.embedding_choices:
+                raise UnsupportedError(f"--embedding-quant {choice} is not supported by the {backend_name} backend")
+            scheme = get_scheme(quant).with_group_size(args.group_size).with_embedding(
+                embedding_format(choice, args.group_size))
+            name = f"{backend_name}-{quant}" + (f"-emb-{choice}" if args.embedding_quant else "")
+            jobs.append((backend_name, scheme, Path(args.output) / name))
+    for _, _, target in jobs:
+        if target.exists() and not args.overwrite:
+            raise UnsupportedError(f"{target} already exists; choose another --output or pass --overwrite")
+
+    loaded = load_model(args.model, progress=progress)
+    context = min(args.max_context or DEFAULT_CONTEXT, loaded.config.max_seq_len)
+    if args.max_context and context < args.max_context:
+        progress.step(f"--max-context {args.max_context} exceeds the model's {loaded.config.max_seq_len}; using {context}")
+    if loaded.config.dim % args.group_size:
+        raise UnsupportedError(f"--group-size {args.group_size} does not divide the model width {loaded.config.dim}")
+    for backend_name, scheme, target in jobs:
+        manifest = export_artifact(loaded, ExportRequest(backend_name, scheme, context), target,
+                                   overwrite=args.overwrite, progress=progress)
+        size = manifest["total_bytes"] / 1e6
+        print(f"{target}  {backend_name} {scheme.name}  {size:.2f} MB")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace, progress: Progress) -> int:
+    from mobilellm_export.export.verify import VerificationFailed, format_report, verify_artifact
+
+    failed = []
+    for directory in args.artifacts:
+        report = verify_artifact(Path(directory), model=args.model, eval_tokens=args.eval_tokens, progress=progress)
+        print(format_report(report))
+        if not report.passed:
+            failed.append(directory)
+    if failed:
+        raise VerificationFailed(f"verification failed for {', '.join(failed)}")
+    return 0
+
+
 # -- reserved commands, each filled in by its issue ----------------------------------------------
 
 _RESERVED = {
-    "export": ("write a phone artifact (ExecuTorch .pte, Core ML .mlpackage, ONNX) with a manifest",
-               "the export backends (issues #3 ExecuTorch, #4 ONNX, #5 Core ML)"),
-    "verify": ("check an artifact directory's checksums and compare it with the eager PyTorch model",
-               "the export backends (issues #3-#5)"),
     "bench": ("measure load time, time to first token, prefill/decode speed and memory of artifacts",
               "the benchmark harness (issue #6)"),
     "bundle": ("copy an artifact into the Android or iOS sample app with a bundle manifest",
@@ -133,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print machine-readable JSON")
     info.set_defaults(run=cmd_info)
 
-    gen = sub.add_parser("generate", parents=[common], help="generate text (eager PyTorch; artifact directories later)")
+    gen = sub.add_parser("generate", parents=[common], help="generate text with the eager model or an artifact")
     gen.add_argument("artifact", nargs="?", metavar="ARTIFACT_DIR", help="an exported artifact directory")
     _model_arg(gen)
     gen.add_argument("--prompt", required=True, help="text to continue")
@@ -145,6 +205,29 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--max-context", type=int, metavar="N", help="KV-cache length (default: the model's)")
     gen.add_argument("--json", action="store_true", help="print the result and statistics as JSON")
     gen.set_defaults(run=cmd_generate)
+
+    exp = sub.add_parser("export", parents=[common], help="write phone artifacts with manifests",
+                         description="Export a model to one artifact directory per backend and scheme.")
+    _model_arg(exp)
+    exp.add_argument("--backend", nargs="+", required=True, metavar="B", help="executorch")
+    exp.add_argument("--quant", nargs="+", required=True, metavar="Q",
+                     help="executorch: fp32, int8 (int8 per-channel weights), 8da4w")
+    exp.add_argument("--embedding-quant", choices=("none", "int8", "int4"),
+                     help="format of the one shared embedding/output matrix (default per scheme: "
+                          "fp32 -> none, int8 -> int8, 8da4w -> int4)")
+    exp.add_argument("--group-size", type=int, default=32, metavar="G", help="int4 group size (default 32)")
+    exp.add_argument("--max-context", type=int, metavar="N",
+                     help=f"KV-cache length (default {DEFAULT_CONTEXT}, capped at the model's maximum)")
+    exp.add_argument("--output", default="artifacts", metavar="DIR",
+                     help="parent directory; each artifact goes to DIR/<backend>-<quant> (default: artifacts)")
+    exp.add_argument("--overwrite", action="store_true", help="replace existing artifact directories")
+    exp.set_defaults(run=cmd_export)
+
+    ver = sub.add_parser("verify", parents=[common], help="check artifacts against the eager PyTorch model")
+    ver.add_argument("artifacts", nargs="+", metavar="ARTIFACT_DIR")
+    ver.add_argument("--model", metavar="M", help="reference model (default: the one named in the manifest)")
+    ver.add_argument("--eval-tokens", type=int, default=4096, metavar="N", help="positions to score (default 4096)")
+    ver.set_defaults(run=cmd_verify)
 
     for name, (summary, lands_with) in _RESERVED.items():
         cmd = sub.add_parser(name, parents=[common], help=f"{summary} (not yet available)",
@@ -163,6 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     progress = Progress(quiet=args.quiet)
+    if not args.debug:
+        quiet_third_party()
     try:
         return args.run(args, progress)
     except MobileLLMError as exc:

@@ -91,6 +91,18 @@ SCHEMES: dict[str, QuantScheme] = {
 }
 
 
+EMBEDDING_CHOICES = ("none", "int8", "int4")
+
+
+def embedding_format(choice: str, group_size: int) -> WeightFormat:
+    """The shared matrix's format for --embedding-quant: float, int8 per row, or int4 per group."""
+    formats = {"none": FP32, "int8": WeightFormat(8), "int4": WeightFormat(4, group_size)}
+    try:
+        return formats[choice]
+    except KeyError:
+        raise UnsupportedError(f"unknown embedding quantization {choice!r}; choose one of: {', '.join(formats)}") from None
+
+
 def get_scheme(name: str) -> QuantScheme:
     try:
         return SCHEMES[name]

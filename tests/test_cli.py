@@ -60,7 +60,6 @@ def test_console_script_streams_text_and_reports_progress():
     (["generate", "--prompt", "word " * 400], "the context holds 256"),
     (["generate", "--prompt", "x", "--top-p", "2"], "top-p must be in"),
     (["generate", "--model", "synthetic:125M", "--prompt", "x"], "has no tokenizer"),
-    (["export"], "lands with the export backends"),
     (["bench"], "lands with the benchmark harness"),
 ])
 def test_errors_are_one_line_with_nonzero_exit(args, message):
@@ -83,6 +82,6 @@ def test_corrupt_checkpoint_is_one_line(ls_checkpoint):
 
 
 def test_reserved_commands_have_help():
-    for name in ("export", "verify", "bench", "bundle"):
+    for name in ("bench", "bundle"):
         proc = run(name, "--help")
         assert proc.returncode == 0 and "Not yet available" in proc.stdout

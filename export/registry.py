@@ -1,0 +1,67 @@
+"""The export backends, one small module each, behind one signature.
+
+A backend module provides
+
+    require() -> None
+        raise MissingDependencyError naming the package if an optional dependency is missing
+    export(model: MobileLLM, request: ExportRequest, out_dir: Path, progress: Progress) -> dict
+        write the artifact's files into out_dir; return the manifest's "backend" section
+    open_runtime(directory: Path, manifest: dict) -> DecoderRuntime
+        run an artifact it wrote
+
+and is imported only when chosen, so a missing optional package fails with a clear message
+naming it, and nothing else.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import ModuleType
+
+from mobilellm_export.errors import MissingDependencyError, UnsupportedError
+from mobilellm_export.quant.schemes import QuantScheme
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    module: str
+    schemes: tuple[str, ...]  # --quant values
+    embedding_choices: tuple[str, ...]  # --embedding-quant values
+    default_embedding: Mapping[str, str]  # per scheme
+    artifact: str  # what it writes, for help texts
+
+    def load(self) -> ModuleType:
+        """Import the backend module and check that its optional packages are installed."""
+        try:
+            module = importlib.import_module(self.module)
+        except ImportError as exc:
+            raise MissingDependencyError(f"the {self.name} backend cannot be loaded: {exc}") from None
+        module.require()
+        return module
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    backend: str
+    scheme: QuantScheme
+    max_context: int
+
+
+BACKENDS: dict[str, Backend] = {
+    "executorch": Backend(
+        name="executorch", module="mobilellm_export.export.executorch_xnnpack",
+        schemes=("fp32", "int8", "8da4w"), embedding_choices=("none", "int8", "int4"),
+        default_embedding={"fp32": "none", "int8": "int8", "8da4w": "int4"},
+        artifact="ExecuTorch .pte (XNNPACK) with its weights in a .ptd",
+    ),
+}
+
+
+def get_backend(name: str) -> Backend:
+    try:
+        return BACKENDS[name]
+    except KeyError:
+        raise UnsupportedError(f"unknown backend {name!r}; available: {', '.join(BACKENDS)}") from None

@@ -1,0 +1,22 @@
+"""Silence the known, harmless noise of third-party libraries on the command line.
+
+torchao logs that optional CUDA kernels failed to load on a CPU machine, torch warns about its
+pytree registrations, ExecuTorch's custom ops and serializer emit FutureWarnings and a note about
+mutable buffers (the KV cache, which is meant to start undefined). None of it is actionable for
+a user; `--debug` keeps all of it.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+_LOGGERS = ("torchao", "torch.utils._pytree", "coremltools", "executorch")
+
+
+def quiet_third_party() -> None:
+    for name in _LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message="Mutation on a buffer in the model is detected")
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.export|torchao|executorch")

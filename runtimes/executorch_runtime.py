@@ -1,0 +1,52 @@
+"""Runs an ExecuTorch artifact (model.pte + model.ptd) through `executorch.runtime`.
+
+The KV cache lives in the program's mutable buffers. `custom_sdpa` only reads cache positions up
+to the current one, so starting again at position 0 needs no clearing: `reset` is a no-op.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from mobilellm_export.errors import MissingDependencyError
+
+
+def load_executorch_kernels() -> None:
+    """Register the kernels our programs call outside XNNPACK: ExecuTorch's LLM custom ops
+    (update_cache, custom_sdpa) and its quantized kernels (embedding_byte / embedding_4bit)."""
+    try:
+        import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401
+        import executorch.kernels.quantized  # noqa: F401
+    except ImportError as exc:
+        raise MissingDependencyError(f"running ExecuTorch artifacts needs executorch==1.5.1: {exc}") from None
+
+
+class ExecuTorchRuntime:
+    name = "executorch-xnnpack"
+
+    def __init__(self, program: Path, data: Path | None = None) -> None:
+        load_executorch_kernels()
+        from executorch.runtime import Runtime
+
+        self._program = Runtime.get().load_program(program, data_path=data)
+        self._forward = self._program.load_method("forward")
+        self.max_context = int(self._constant("get_max_context_len"))
+        self.vocab_size = int(self._constant("get_vocab_size"))
+
+    def _constant(self, name: str) -> object:
+        value = self._program.load_method(name).execute([])
+        return value[0] if isinstance(value, (list, tuple)) and len(value) == 1 else value
+
+    def constant(self, name: str) -> object:
+        """A constant method of the program (the metadata the LLM runner reads)."""
+        return self._constant(name)
+
+    def reset(self) -> None:
+        pass
+
+    def forward(self, tokens: list[int], start_pos: int) -> torch.Tensor:
+        outputs = self._forward.execute([torch.tensor([tokens], dtype=torch.long),
+                                         torch.tensor([start_pos], dtype=torch.long)])
+        return outputs[0][0].float()

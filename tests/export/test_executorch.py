@@ -1,0 +1,159 @@
+"""ExecuTorch artifacts, checked against the eager model, ExecuTorch's own LLM runner and the
+artifact's stored bytes. Each artifact is exported once per module (the slow part)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from mobilellm_export.cli import main
+from mobilellm_export.export.executorch_xnnpack import inspect_storage
+from mobilellm_export.export.verify import verify_artifact
+from mobilellm_export.model.checkpoint import save_checkpoint
+from mobilellm_export.model.sources import load_model
+from mobilellm_export.runtimes.artifacts import open_artifact
+from mobilellm_export.runtimes.eager import EagerRuntime
+from mobilellm_export.runtimes.generate import generate
+
+from ..conftest import random_model, small_config
+
+pytest.importorskip("executorch")
+PROMPTS = ("Return the number of", "The default value is", "This module provides")
+
+
+def export(tmp: Path, *args: str) -> Path:
+    assert main(["--quiet", "export", "--backend", "executorch", "--output", str(tmp), *args]) == 0
+    (directory,) = [p for p in tmp.iterdir() if p.is_dir()]
+    return directory
+
+
+@pytest.fixture(scope="module")
+def fp32(tmp_path_factory) -> Path:
+    return export(tmp_path_factory.mktemp("fp32"), "--quant", "fp32")
+
+
+@pytest.fixture(scope="module")
+def q8da4w(tmp_path_factory) -> Path:
+    return export(tmp_path_factory.mktemp("8da4w"), "--quant", "8da4w")
+
+
+@pytest.fixture(scope="module")
+def int8(tmp_path_factory) -> Path:
+    return export(tmp_path_factory.mktemp("int8"), "--quant", "int8")
+
+
+@pytest.fixture(scope="module")
+def embedded():
+    return load_model(None)
+
+
+def test_fp32_greedy_tokens_equal_eager_on_the_embedded_ls_model(fp32, embedded):
+    artifact = open_artifact(fp32)
+    tok = embedded.require_tokenizer()
+    for prompt in PROMPTS:
+        ids = tok.encode(prompt)
+        ours = generate(artifact.runtime, ids, max_new_tokens=40, eos_ids=(2,)).new_ids
+        assert ours == generate(EagerRuntime(embedded.model), ids, max_new_tokens=40, eos_ids=(2,)).new_ids
+        assert len(ours) > 5
+
+
+def test_fp32_greedy_tokens_equal_eager_on_a_non_ls_model(tmp_path):
+    model = random_model(small_config(vocab_size=300, max_seq_len=64))
+    save_checkpoint(model, tmp_path / "ckpt")
+    directory = export(tmp_path / "out", "--model", str(tmp_path / "ckpt"), "--quant", "fp32")
+    runtime = open_artifact(directory).runtime
+    for prompt in ([1, 5, 9], [1, 200, 7, 7, 3]):
+        assert generate(runtime, prompt, max_new_tokens=30).new_ids == generate(EagerRuntime(model), prompt, max_new_tokens=30).new_ids
+    # Prefill logits agree closely, not only their argmax.
+    assert (runtime.forward([1, 2, 3, 4], 0) - EagerRuntime(model).forward([1, 2, 3, 4], 0)).abs().max() < 1e-4
+
+
+def test_executorch_text_llm_runner_generates_like_eager(fp32, embedded):
+    """The stock C++ runner (the one Android's LlmModule and the iOS demo use) loads the
+    artifact with its tokenizer and weights file and produces the eager greedy continuation."""
+    from executorch.extension.llm.runner import GenerationConfig, TextLLMRunner
+
+    from mobilellm_export.runtimes.executorch_runtime import load_executorch_kernels
+
+    load_executorch_kernels()
+    runner = TextLLMRunner(str(fp32 / "model.pte"), str(fp32 / "tokenizer.json"), str(fp32 / "model.ptd"))
+    pieces, stats = [], []
+    runner.generate(PROMPTS[0], GenerationConfig(max_new_tokens=24, temperature=0.0, echo=False, num_bos=1),
+                    token_callback=pieces.append, stats_callback=lambda s: stats.append(json.loads(s.to_json_string())))
+    tok = embedded.require_tokenizer()
+    expected = generate(EagerRuntime(embedded.model), tok.encode(PROMPTS[0]), max_new_tokens=24, eos_ids=(2,)).new_ids
+    assert "".join(pieces).replace("</s>", "") == tok.decode(expected)
+    assert stats[0]["prompt_tokens"] == len(tok.encode(PROMPTS[0]))  # BOS included, as in training
+
+
+def test_runner_metadata(fp32):
+    runtime = open_artifact(fp32).runtime
+    assert runtime.constant("get_max_seq_len") == 256 and runtime.constant("get_vocab_size") == 4096
+    assert runtime.constant("get_bos_id") == 1 and runtime.constant("get_eos_ids") == 2
+    assert runtime.constant("use_kv_cache") is True and runtime.constant("enable_dynamic_shape") is True
+    assert runtime.constant("get_n_layers") == 10  # executed blocks, each with its own cache
+
+
+@pytest.mark.parametrize("name", ["fp32", "q8da4w", "int8"])
+def test_shared_embedding_is_stored_once(request, name):
+    directory = request.getfixturevalue(name)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    storage = inspect_storage(directory, manifest)
+    # The lookup's constants and XNNPACK's output-projection blobs are one buffer each.
+    assert storage["shared_matrix"] and all(storage["shared_matrix"].values())
+    # The weights file holds unique parameters x bits + scales (plus the RoPE tables), exactly.
+    expected = manifest["expected_weight_bytes"] + storage["non_weight_bytes"]
+    assert abs(storage["buffer_bytes"] / expected - 1) < 0.01
+    embedding = manifest["model"]["parameters"]["embedding"]
+    bits = manifest["quantization"]["embedding"]["bits"]
+    second_copy = embedding * bits / 8
+    assert (directory / "model.ptd").stat().st_size < expected + 0.5 * second_copy
+
+
+def test_ls_blocks_are_stored_once(fp32):
+    """10 executed blocks, 5 stored: the weights file is no bigger than the unique parameters."""
+    manifest = json.loads((fp32 / "manifest.json").read_text())
+    counts = manifest["model"]["parameters"]
+    assert counts["executed"] > 1.5 * counts["unique"]
+    assert (fp32 / "model.ptd").stat().st_size < 4 * counts["unique"] * 1.02
+
+
+@pytest.mark.parametrize("name, min_agreement, max_ppl", [("int8", 0.90, 0.05), ("q8da4w", 0.80, 0.15)])
+def test_quantized_artifacts_keep_quality(request, name, min_agreement, max_ppl):
+    report = verify_artifact(request.getfixturevalue(name), eval_tokens=2048)
+    assert report.passed, [c for c in report.checks if c.passed is False]
+    assert report.figures["agreement"] >= min_agreement
+    assert report.figures["perplexity_increase"] <= max_ppl
+
+
+def test_verify_passes_for_fp32_and_catches_tampering(fp32, tmp_path):
+    assert verify_artifact(fp32, eval_tokens=512).passed
+    import shutil
+    copy = tmp_path / "copy"
+    shutil.copytree(fp32, copy)
+    data = bytearray((copy / "model.ptd").read_bytes())
+    data[-100] ^= 0xFF
+    (copy / "model.ptd").write_bytes(bytes(data))
+    report = verify_artifact(copy)
+    assert not report.passed and "model.ptd does not match" in report.checks[0].detail
+
+
+def test_manifest_records_what_was_built(q8da4w):
+    manifest = json.loads((q8da4w / "manifest.json").read_text())
+    assert manifest["backend"] == "executorch" and manifest["model"]["source"] == "embedded"
+    quant = manifest["quantization"]
+    assert quant["name"] == "8da4w" and quant["linear"] == {"bits": 4, "group_size": 32, "scale_bytes": 2}
+    assert quant["embedding"]["bits"] == 4 and quant["dynamic_activations"] is True
+    assert manifest["runtime"] == {"max_context": 256, "vocab_size": 4096, "bos_id": 1, "eos_ids": [2],
+                                   "tokenizer": "tokenizer.json"}
+    assert set(manifest["files"]) == {"model.pte", "model.ptd", "tokenizer.json", "tokenizer_config.json"}
+    assert {"torch", "executorch", "torchao"} <= set(manifest["versions"])
+    assert manifest["model"]["parameters"]["unique"] == 2_754_624
+
+
+def test_generate_cli_runs_an_artifact(fp32, capsys):
+    assert main(["--quiet", "generate", str(fp32), "--prompt", "The default value is", "--max-new-tokens", "12",
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["runtime"] == "executorch-xnnpack" and len(result["token_ids"]) >= 1
