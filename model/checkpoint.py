@@ -37,6 +37,7 @@ class Checkpoint:
     config: MobileLLMConfig
     directory: Path | None
     source: str  # what the user named: a directory, a hub id, "embedded" or "synthetic:<preset>"
+    synthetic: bool = False  # random weights: quality figures mean nothing
 
 
 # -- config.json ---------------------------------------------------------------------------------
@@ -123,6 +124,10 @@ def config_to_hf(config: MobileLLMConfig) -> dict[str, Any]:
 
 
 def read_config(directory: Path) -> MobileLLMConfig:
+    return config_from_hf(_read_config_json(directory))
+
+
+def _read_config_json(directory: Path) -> dict[str, Any]:
     path = directory / "config.json"
     if not path.is_file():
         raise CheckpointError(f"{directory} has no config.json")
@@ -132,7 +137,7 @@ def read_config(directory: Path) -> MobileLLMConfig:
         raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path} must hold a JSON object")
-    return config_from_hf(data)
+    return data
 
 
 # -- weights -------------------------------------------------------------------------------------
@@ -249,22 +254,32 @@ def load_checkpoint(directory: Path, *, source: str | None = None, max_context: 
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"checkpoint directory {directory} does not exist")
-    config = read_config(directory)
+    data = _read_config_json(directory)
+    config = config_from_hf(data)
     tensors = read_weights(directory)
     model = MobileLLM(config, max_context=max_context)
     load_state_into(model, tensors)
     model.eval()
-    return Checkpoint(model=model, config=config, directory=directory, source=source or str(directory))
+    return Checkpoint(model=model, config=config, directory=directory, source=source or str(directory),
+                      synthetic=bool(data.get(SYNTHETIC_KEY, False)))
 
 
-def save_checkpoint(model: MobileLLM, directory: Path, *, dtype: torch.dtype = torch.float32) -> None:
+# Written into config.json of checkpoints with random weights, so every later report says so.
+SYNTHETIC_KEY = "synthetic_weights"
+
+
+def save_checkpoint(model: MobileLLM, directory: Path, *, dtype: torch.dtype = torch.float32,
+                    synthetic: bool = False) -> None:
     """Write `config.json` + `model.safetensors` in Hugging Face layout (shared tensors once)."""
     from safetensors.torch import save_file
 
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {_hf_name(k): v.detach().to(dtype).contiguous() for k, v in model.state_dict().items()}
     save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
-    (directory / "config.json").write_text(json.dumps(config_to_hf(model.config), indent=2) + "\n", encoding="utf-8")
+    config = config_to_hf(model.config)
+    if synthetic:
+        config[SYNTHETIC_KEY] = True
+    (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
 
 def download(hub_id: str, *, config_only: bool = False, revision: str | None = None) -> Path:

@@ -36,7 +36,10 @@ class LoadedModel:
     checkpoint: Checkpoint
     tokenizer: Tokenizer | None
     label: str  # how reports name it
-    synthetic: bool  # random weights: quality figures mean nothing
+
+    @property
+    def synthetic(self) -> bool:
+        return self.checkpoint.synthetic
 
     @property
     def model(self) -> MobileLLM:
@@ -76,8 +79,8 @@ def load_model(spec: str | None, *, max_context: int | None = None, progress: Pr
         config = get_preset(name)
         progress.step(f"building {name} with random weights (seed {SYNTHETIC_SEED})")
         model = MobileLLM(config, max_context=max_context).init_weights(SYNTHETIC_SEED).eval()
-        checkpoint = Checkpoint(model=model, config=config, directory=None, source=spec)
-        return LoadedModel(checkpoint, None, f"synthetic {name} (random weights)", synthetic=True)
+        checkpoint = Checkpoint(model=model, config=config, directory=None, source=spec, synthetic=True)
+        return LoadedModel(checkpoint, None, f"synthetic {name} (random weights)")
     directory = embedded_dir() if spec is None else _directory(spec, config_only=False)
     label = "embedded tiny model" if spec is None else spec
     progress.step(f"loading {label}")
@@ -85,7 +88,9 @@ def load_model(spec: str | None, *, max_context: int | None = None, progress: Pr
     tokenizer = None
     if find_tokenizer_file(directory) is not None:
         tokenizer = load_tokenizer(directory, bos_id=checkpoint.config.bos_id, eos_id=checkpoint.config.eos_id)
-    return LoadedModel(checkpoint, tokenizer, label, synthetic=False)
+    if checkpoint.synthetic:
+        label += " (random weights)"
+    return LoadedModel(checkpoint, tokenizer, label)
 
 
 def _directory(spec: str, *, config_only: bool) -> Path:
