@@ -19,9 +19,12 @@ import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from mobilellm_export.errors import MissingDependencyError, UnsupportedError
-from mobilellm_export.quant.schemes import QuantScheme
+
+if TYPE_CHECKING:  # the CLI reads this table for its help; keep it free of torch imports
+    from mobilellm_export.quant.schemes import QuantScheme
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,12 @@ BACKENDS: dict[str, Backend] = {
         schemes=("fp32", "int8", "8da4w"), embedding_choices=("none", "int8", "int4"),
         default_embedding={"fp32": "none", "int8": "int8", "8da4w": "int4"},
         artifact="ExecuTorch .pte (XNNPACK) with its weights in a .ptd",
+    ),
+    "onnx": Backend(
+        name="onnx", module="mobilellm_export.export.onnx_ort",
+        schemes=("fp32", "int8", "int4"), embedding_choices=("none", "int8", "int4"),
+        default_embedding={"fp32": "none", "int8": "int8", "int4": "int4"},
+        artifact="ONNX decoder with KV-cache inputs/outputs for onnxruntime and onnxruntime-genai",
     ),
 }
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from mobilellm_export.errors import MobileLLMError, UnsupportedError
+from mobilellm_export.export.registry import BACKENDS
 from mobilellm_export.progress import Progress
 from mobilellm_export.quiet import quiet_third_party
 
@@ -209,12 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
     exp = sub.add_parser("export", parents=[common], help="write phone artifacts with manifests",
                          description="Export a model to one artifact directory per backend and scheme.")
     _model_arg(exp)
-    exp.add_argument("--backend", nargs="+", required=True, metavar="B", help="executorch")
+    exp.add_argument("--backend", nargs="+", required=True, metavar="B", help=", ".join(BACKENDS))
     exp.add_argument("--quant", nargs="+", required=True, metavar="Q",
-                     help="executorch: fp32, int8 (int8 per-channel weights), 8da4w")
+                     help="; ".join(f"{b.name}: {', '.join(b.schemes)}" for b in BACKENDS.values()))
     exp.add_argument("--embedding-quant", choices=("none", "int8", "int4"),
-                     help="format of the one shared embedding/output matrix (default per scheme: "
-                          "fp32 -> none, int8 -> int8, 8da4w -> int4)")
+                     help="format of the one shared embedding/output matrix (default: the scheme's own width, "
+                          "int4 for 8da4w, float for fp32)")
     exp.add_argument("--group-size", type=int, default=32, metavar="G", help="int4 group size (default 32)")
     exp.add_argument("--max-context", type=int, metavar="N",
                      help=f"KV-cache length (default {DEFAULT_CONTEXT}, capped at the model's maximum)")

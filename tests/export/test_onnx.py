@@ -1,0 +1,177 @@
+"""ONNX artifacts, checked against the eager model, onnxruntime-genai (which nobody here wrote)
+and the initializers the file holds."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mobilellm_export.cli import main
+from mobilellm_export.export.onnx_ort import dequantize_blockwise, inspect_storage, quantize_blockwise
+from mobilellm_export.export.verify import verify_artifact
+from mobilellm_export.model.checkpoint import save_checkpoint
+from mobilellm_export.model.sources import load_model
+from mobilellm_export.quant.schemes import WeightFormat
+from mobilellm_export.runtimes.artifacts import open_artifact
+from mobilellm_export.runtimes.eager import EagerRuntime
+from mobilellm_export.runtimes.generate import generate
+
+from ..conftest import random_model, small_config
+
+onnx = pytest.importorskip("onnx")
+PROMPTS = ("Return the number of", "The default value is", "This module provides")
+
+
+def export(tmp: Path, *args: str) -> Path:
+    assert main(["--quiet", "export", "--backend", "onnx", "--output", str(tmp), *args]) == 0
+    (directory,) = [p for p in tmp.iterdir() if p.is_dir()]
+    return directory
+
+
+@pytest.fixture(scope="module")
+def fp32(tmp_path_factory) -> Path:
+    return export(tmp_path_factory.mktemp("fp32"), "--quant", "fp32")
+
+
+@pytest.fixture(scope="module")
+def int8(tmp_path_factory) -> Path:
+    return export(tmp_path_factory.mktemp("int8"), "--quant", "int8")
+
+
+@pytest.fixture(scope="module")
+def int4(tmp_path_factory) -> Path:
+    return export(tmp_path_factory.mktemp("int4"), "--quant", "int4")
+
+
+@pytest.fixture(scope="module")
+def embedded():
+    return load_model(None)
+
+
+def greedy_pairs(runtime, reference, prompts, n=32):
+    for ids in prompts:
+        yield (generate(runtime, ids, max_new_tokens=n, eos_ids=()).new_ids,
+               generate(reference, ids, max_new_tokens=n, eos_ids=()).new_ids)
+
+
+def test_fp32_greedy_tokens_equal_eager_on_the_embedded_ls_model(fp32, embedded):
+    tok = embedded.require_tokenizer()
+    runtime = open_artifact(fp32).runtime
+    for ours, theirs in greedy_pairs(runtime, EagerRuntime(embedded.model), [tok.encode(p) for p in PROMPTS]):
+        assert ours == theirs
+
+
+@pytest.mark.parametrize("layer_sharing", [False, True])
+def test_fp32_greedy_tokens_equal_eager_on_small_models(tmp_path, layer_sharing):
+    model = random_model(small_config(layer_sharing=layer_sharing))
+    save_checkpoint(model, tmp_path / "ckpt")
+    directory = export(tmp_path / "out", "--model", str(tmp_path / "ckpt"), "--quant", "fp32", "--max-context", "64")
+    runtime = open_artifact(directory).runtime
+    prompts = [[5, 17, 200, 3], [42] * 9]
+    for ours, theirs in greedy_pairs(runtime, EagerRuntime(load_model(str(tmp_path / "ckpt"), max_context=64).model),
+                                     prompts, n=40):
+        assert ours == theirs
+    # Full-sequence logits too (the perplexity path), against the eager model without a cache.
+    ids = list(range(3, 60))
+    eager = EagerRuntime(model).logits_all(ids)
+    assert torch.allclose(runtime.logits_all(ids), eager, atol=1e-4)
+
+
+def test_ls_model_has_a_cache_entry_per_executed_block_and_weights_once(fp32, embedded):
+    proto = onnx.load(str(fp32 / "model.onnx"))
+    config = embedded.config
+    past = [i.name for i in proto.graph.input if i.name.startswith("past_key_values.")]
+    assert len(past) == 2 * config.n_executed_layers == 4 * config.n_layers
+    names = [t.name for t in proto.graph.initializer]
+    assert len(names) == len(set(names))
+    # Each stored block's qkv weight is read by the two runs of that block, and by nothing else.
+    readers = {}
+    for node in proto.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node.name)
+    for b in range(config.n_layers):
+        assert sorted(readers[f"layers.{b}.attn.qkv"]) == [f"run{2 * b}/qkv", f"run{2 * b + 1}/qkv"]
+    assert sum(1 for n in names if n.endswith(".attn.qkv")) == config.n_layers
+
+
+def test_onnx_checker_passes_with_full_checking(fp32, int4):
+    for directory in (fp32, int4):
+        onnx.checker.check_model(str(directory / "model.onnx"), full_check=True)
+
+
+@pytest.mark.parametrize("name", ["fp32", "int8", "int4"])
+def test_shared_embedding_is_stored_once(request, name):
+    directory = request.getfixturevalue(name)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    storage = inspect_storage(directory, manifest)
+    (readers,) = storage["shared_matrix"].values()
+    assert sorted(readers)[0] == "embed/Gather" and len(readers) == 2  # lookup + output projection
+    # Only the shared matrix (and, quantized, its scales) has a vocabulary-sized first dimension:
+    # no stale float copy after quantization.
+    assert len(storage["vocab_sized"]) == (1 if name == "fp32" else 2)
+    expected = manifest["expected_weight_bytes"] + storage["non_weight_bytes"]
+    assert abs(storage["buffer_bytes"] / expected - 1) < 0.01
+    second_copy = manifest["model"]["parameters"]["embedding"] * manifest["quantization"]["embedding"]["bits"] / 8
+    assert storage["file_bytes"] < expected + 0.5 * second_copy
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_block_quantization_matches_the_operator_layout(bits):
+    weight = np.random.default_rng(0).standard_normal((48, 96)).astype(np.float32)
+    packed, scales = quantize_blockwise(weight, WeightFormat(bits, 32))
+    assert packed.shape == (48, 3, 32 * bits // 8) and packed.dtype == np.uint8 and scales.shape == (48, 3)
+    restored = dequantize_blockwise(packed, scales, bits)
+    assert np.all(np.abs(restored - weight) <= scales.repeat(32, axis=1) / 2 + 1e-6)
+    # And onnxruntime's MatMulNBits computes with exactly those weights.
+    from onnx import TensorProto, helper
+    import onnxruntime as ort
+
+    node = helper.make_node("MatMulNBits", ["x", "B", "s"], ["y"], domain="com.microsoft", K=96, N=48, bits=bits,
+                            block_size=32)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 96])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 48])],
+                              [onnx.numpy_helper.from_array(packed, "B"), onnx.numpy_helper.from_array(scales, "s")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)])
+    x = np.random.default_rng(1).standard_normal((2, 96)).astype(np.float32)
+    (y,) = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    np.testing.assert_allclose(y, x @ restored.T, rtol=1e-4, atol=1e-4)
+
+
+def test_onnxruntime_genai_generates_from_the_directory(int4, embedded):
+    og = pytest.importorskip("onnxruntime_genai")
+    model = og.Model(str(int4))
+    tokenizer = og.Tokenizer(model)
+    ids = embedded.require_tokenizer().encode(PROMPTS[0])
+    assert list(tokenizer.encode(PROMPTS[0])) == ids[1:]  # ours adds BOS; genai's encode does not
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=len(ids) + 24, do_sample=False)
+    generator = og.Generator(model, params)
+    generator.append_tokens(ids)
+    theirs = []
+    while not generator.is_done():
+        generator.generate_next_token()
+        theirs.append(int(generator.get_next_tokens()[0]))
+    ours = generate(open_artifact(int4).runtime, ids, max_new_tokens=len(theirs), eos_ids=(embedded.config.eos_id,))
+    assert theirs[: len(ours.new_ids)] == ours.new_ids and len(theirs) >= 2
+    assert tokenizer.decode(theirs).strip()
+
+
+@pytest.mark.parametrize("name,min_agreement,max_ppl", [("int8", 0.90, 0.05), ("int4", 0.80, 0.15)])
+def test_quantized_artifacts_keep_quality(request, name, min_agreement, max_ppl):
+    report = verify_artifact(request.getfixturevalue(name), eval_tokens=2048)
+    assert report.passed, [c for c in report.checks if c.passed is False]
+    assert report.figures["agreement"] >= min_agreement
+    assert report.figures["perplexity_increase"] <= max_ppl
+
+
+def test_unsupported_choices_fail_cleanly(tmp_path, capsys):
+    assert main(["export", "--backend", "onnx", "--quant", "8da4w", "--output", str(tmp_path / "a")]) == 2
+    assert "8da4w" in capsys.readouterr().err
+    # A group size that does not divide the model's width: one line, nothing left behind.
+    assert main(["--quiet", "export", "--backend", "onnx", "--quant", "int4", "--group-size", "128",
+                 "--output", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not divide" in err[0]
+    assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())
