@@ -63,8 +63,9 @@ def write_artifact(target: Path, build: Callable[[Path], dict[str, Any]], *, ove
         raise UnsupportedError(f"cannot write to {target.parent}: {exc.strerror or exc}") from None
     try:
         manifest = build(tmp)
-        files = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
-                 for p in sorted(tmp.iterdir()) if p.is_file()}
+        # Every file, also inside package directories (a Core ML .mlpackage), by relative path.
+        files = {p.relative_to(tmp).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+                 for p in sorted(tmp.rglob("*")) if p.is_file()}
         manifest = {"format": FORMAT, "schema_version": SCHEMA_VERSION, **manifest,
                     "files": files, "total_bytes": sum(f["bytes"] for f in files.values()),
                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -51,6 +51,7 @@ class ExportRequest:
     backend: str
     scheme: QuantScheme
     max_context: int
+    compute_units: str | None = None  # Core ML only: the units the app should load the model with
 
 
 BACKENDS: dict[str, Backend] = {
@@ -65,6 +66,12 @@ BACKENDS: dict[str, Backend] = {
         schemes=("fp32", "int8", "int4"), embedding_choices=("none", "int8", "int4"),
         default_embedding={"fp32": "none", "int8": "int8", "int4": "int4"},
         artifact="ONNX decoder with KV-cache inputs/outputs for onnxruntime and onnxruntime-genai",
+    ),
+    "coreml": Backend(
+        name="coreml", module="mobilellm_export.export.coreml",
+        schemes=("fp16", "int8", "int4"), embedding_choices=("none", "int8", "int4"),
+        default_embedding={"fp16": "none", "int8": "int8", "int4": "int4"},
+        artifact="Core ML stateful .mlpackage (mlprogram, iOS 18 / macOS 15)",
     ),
 }
 

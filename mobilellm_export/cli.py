@@ -114,6 +114,8 @@ def cmd_export(args: argparse.Namespace, progress: Progress) -> int:
         raise UnsupportedError(f"--group-size must be an even number >= 2, got {args.group_size}")
     if args.max_context is not None and args.max_context < 2:
         raise UnsupportedError(f"--max-context must be at least 2, got {args.max_context}")
+    if args.compute_units is not None and "coreml" not in args.backend:
+        raise UnsupportedError("--compute-units applies to the coreml backend only")
     jobs = []
     for backend_name in dict.fromkeys(args.backend):
         backend = get_backend(backend_name)
@@ -140,7 +142,8 @@ def cmd_export(args: argparse.Namespace, progress: Progress) -> int:
     if loaded.config.dim % args.group_size:
         raise UnsupportedError(f"--group-size {args.group_size} does not divide the model width {loaded.config.dim}")
     for backend_name, scheme, target in jobs:
-        manifest = export_artifact(loaded, ExportRequest(backend_name, scheme, context), target,
+        units = args.compute_units if backend_name == "coreml" else None
+        manifest = export_artifact(loaded, ExportRequest(backend_name, scheme, context, compute_units=units), target,
                                    overwrite=args.overwrite, progress=progress)
         size = manifest["total_bytes"] / 1e6
         print(f"{target}  {backend_name} {scheme.name}  {size:.2f} MB")
@@ -219,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--group-size", type=int, default=32, metavar="G", help="int4 group size (default 32)")
     exp.add_argument("--max-context", type=int, metavar="N",
                      help=f"KV-cache length (default {DEFAULT_CONTEXT}, capped at the model's maximum)")
+    exp.add_argument("--compute-units", choices=("all", "cpu_and_ne", "cpu_and_gpu", "cpu_only"),
+                     help="coreml: the compute units the package is meant to load with, recorded in the "
+                          "manifest for apps and runners (default all)")
     exp.add_argument("--output", default="artifacts", metavar="DIR",
                      help="parent directory; each artifact goes to DIR/<backend>-<quant> (default: artifacts)")
     exp.add_argument("--overwrite", action="store_true", help="replace existing artifact directories")

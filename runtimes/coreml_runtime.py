@@ -1,0 +1,57 @@
+"""Runs a Core ML artifact (stateful .mlpackage) through coremltools' `MLModel` on macOS.
+
+The KV cache is the model's states, created with `make_state()` and passed to every `predict`.
+Positions come from the input shapes: a call with n tokens and a causal mask [1, 1, n, end]
+writes positions end - n .. end - 1, so starting again at position 0 needs a fresh state only
+for tidiness (stale positions beyond `end` are never read).
+
+Core ML executes only on macOS; elsewhere opening a runtime raises one clear error.
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mobilellm_export.errors import MissingDependencyError, UnsupportedError
+
+_UNITS = {"all": "ALL", "cpu_and_ne": "CPU_AND_NE", "cpu_and_gpu": "CPU_AND_GPU", "cpu_only": "CPU_ONLY"}
+
+
+class CoreMLRuntime:
+    name = "coreml"
+
+    def __init__(self, package: Path, *, max_context: int, vocab_size: int, compute_units: str = "all") -> None:
+        if platform.system() != "Darwin":
+            raise UnsupportedError(f"Core ML models execute only on macOS; {package} was converted and can be "
+                                   "checked structurally here (mobilellm-export verify), but not run")
+        try:
+            import coremltools as ct
+        except ImportError as exc:
+            raise MissingDependencyError(f"running Core ML artifacts needs coremltools: {exc}") from None
+        self.model = ct.models.MLModel(str(package), compute_units=getattr(ct.ComputeUnit, _UNITS[compute_units]))
+        self.name = f"coreml-{compute_units}"
+        self.max_context = max_context
+        self.vocab_size = vocab_size
+        self.reset()
+
+    def reset(self) -> None:
+        self._state = self.model.make_state()
+        self._length = 0
+
+    def forward(self, tokens: list[int], start_pos: int) -> torch.Tensor:
+        if start_pos > self._length:
+            raise UnsupportedError(f"position {start_pos} is past the {self._length} cached tokens")
+        end = start_pos + len(tokens)
+        if end > self.max_context:
+            raise UnsupportedError(f"{end} tokens exceed the context of {self.max_context}")
+        keys = np.arange(end)[None, :]
+        queries = np.arange(start_pos, end)[:, None]
+        mask = np.where(keys <= queries, 0.0, -np.inf).astype(np.float16)[None, None]
+        out = self.model.predict({"input_ids": np.array([tokens], dtype=np.int32), "causal_mask": mask},
+                                 state=self._state)
+        self._length = end
+        return torch.from_numpy(np.asarray(out["logits"], dtype=np.float32).reshape(-1).copy())
