@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test env tiny-model clean
+.PHONY: demo test bench bench-peers env tiny-model clean
 
 # The virtual environment with the package (editable) and its test extras, rebuilt when the
 # dependency pins change.
@@ -24,6 +24,16 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The benchmark (not part of the tests; tens of minutes): synthetic-weight 125M and 125M-LS
+# exported for every backend, measured by `mobilellm-export bench`; report in out/bench/suite.
+bench: $(STAMP)
+	$(BIN)/python -m mobilellm_export.benchmarks.suite
+
+# Side-by-side runs against ExecuTorch's export_llm and onnxruntime-genai's builder (about an hour).
+bench-peers: $(STAMP)
+	$(BIN)/python -m mobilellm_export.benchmarks.executorch_peer
+	$(BIN)/python -m mobilellm_export.benchmarks.onnx_peer
 
 # Retrain the embedded default model from its seed (a few minutes on 2 cores); the result is
 # committed under mobilellm_export/assets/tiny so nobody has to run this.

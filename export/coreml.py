@@ -210,7 +210,13 @@ def export(model: MobileLLM, request: ExportRequest, out_dir: Path, progress: Pr
             "stored_scheme": scheme}
 
 
-def open_runtime(directory: Path, manifest: dict[str, Any]) -> Any:
+def preload_runtime() -> None:
+    """Load the runtime libraries (benchmarks take their memory baseline after this)."""
+    import coremltools  # noqa: F401
+
+
+def open_runtime(directory: Path, manifest: dict[str, Any], *, threads: int | None = None) -> Any:
+    # Core ML schedules its own compute units; a thread count does not apply.
     from mobilellm_export.runtimes.coreml_runtime import CoreMLRuntime
 
     section = manifest["coreml"]

@@ -334,11 +334,21 @@ def export(model: MobileLLM, request: ExportRequest, out_dir: Path, progress: Pr
             "kv_cache": "llama::update_cache + llama::custom_sdpa, fp32", "stored_scheme": scheme}
 
 
-def open_runtime(directory: Path, manifest: dict[str, Any]) -> Any:
+def preload_runtime() -> None:
+    """Load the runtime libraries (benchmarks take their memory baseline after this)."""
+    from mobilellm_export.runtimes.executorch_runtime import load_executorch_kernels
+
+    load_executorch_kernels()
+    from executorch.runtime import Runtime
+
+    Runtime.get()
+
+
+def open_runtime(directory: Path, manifest: dict[str, Any], *, threads: int | None = None) -> Any:
     from mobilellm_export.runtimes.executorch_runtime import ExecuTorchRuntime
 
     section = manifest["executorch"]
-    return ExecuTorchRuntime(directory / section["program"], directory / section["data"])
+    return ExecuTorchRuntime(directory / section["program"], directory / section["data"], threads=threads)
 
 
 def inspect_storage(directory: Path, manifest: dict[str, Any]) -> dict[str, Any]:

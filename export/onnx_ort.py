@@ -396,10 +396,15 @@ def export(model: MobileLLM, request: ExportRequest, out_dir: Path, progress: Pr
             "stored_scheme": scheme}
 
 
-def open_runtime(directory: Path, manifest: dict[str, Any]) -> Any:
+def preload_runtime() -> None:
+    """Load the runtime libraries (benchmarks take their memory baseline after this)."""
+    import onnxruntime  # noqa: F401
+
+
+def open_runtime(directory: Path, manifest: dict[str, Any], *, threads: int | None = None) -> Any:
     from mobilellm_export.runtimes.onnx_runtime import OnnxRuntime
 
-    return OnnxRuntime(directory / manifest["onnx"]["model"])
+    return OnnxRuntime(directory / manifest["onnx"]["model"], threads=threads)
 
 
 def inspect_storage(directory: Path, manifest: dict[str, Any]) -> dict[str, Any]:

@@ -6,8 +6,8 @@ A backend module provides
         raise MissingDependencyError naming the package if an optional dependency is missing
     export(model: MobileLLM, request: ExportRequest, out_dir: Path, progress: Progress) -> dict
         write the artifact's files into out_dir; return the manifest's "backend" section
-    open_runtime(directory: Path, manifest: dict) -> DecoderRuntime
-        run an artifact it wrote
+    open_runtime(directory: Path, manifest: dict, *, threads: int | None) -> DecoderRuntime
+        run an artifact it wrote (threads: the runtime's CPU threads, None for its default)
 
 and is imported only when chosen, so a missing optional package fails with a clear message
 naming it, and nothing else.

@@ -164,11 +164,75 @@ def cmd_verify(args: argparse.Namespace, progress: Progress) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace, progress: Progress) -> int:
+    from mobilellm_export.benchmarks.bench_report import markdown, plots
+    from mobilellm_export.benchmarks.compare import compare
+    from mobilellm_export.benchmarks.harness import SCHEMA_VERSION, BenchOptions, run_bench
+
+    if not args.artifacts and args.results is None:
+        raise UnsupportedError("name artifact directories to measure, or --results FILE to report on an earlier run")
+    baseline = _read_results(Path(args.compare), SCHEMA_VERSION) if args.compare else None
+    if args.results is not None:
+        results = _read_results(Path(args.results), SCHEMA_VERSION)
+    else:
+        try:
+            lengths = tuple(int(x) for x in args.prompt_lengths.split(",") if x.strip())
+        except ValueError:
+            raise UnsupportedError(f"--prompt-lengths takes comma-separated integers, got {args.prompt_lengths!r}") from None
+        if not lengths or min(lengths) < 1 or args.new_tokens < 2 or args.repeats < 1 or args.threads < 1:
+            raise UnsupportedError("--prompt-lengths, --new-tokens (>= 2), --repeats and --threads must be positive")
+        options = BenchOptions(target=args.target, threads=args.threads, prompt_lengths=lengths,
+                               new_tokens=args.new_tokens, repeats=args.repeats, quality=not args.no_quality,
+                               eval_tokens=args.eval_tokens, runner=Path(args.runner) if args.runner else None)
+        logs = Path(args.json).parent / "bench-logs" if args.json else Path("bench-logs")
+        results = run_bench([Path(a) for a in args.artifacts], options, logs, progress)
+    report = markdown(results)
+    print(report)
+    if args.json:
+        _write_atomic(Path(args.json), json.dumps(results, indent=2) + "\n")
+    if args.report:
+        _write_atomic(Path(args.report), report)
+    if args.plots:
+        for path in plots(results, Path(args.plots)):
+            progress.step(f"wrote {path}")
+    if baseline is not None:
+        regressions = compare(results, baseline, args.max_regression)
+        for regression in regressions:
+            print(f"REGRESSION {regression.describe()}")
+        if regressions:
+            raise BenchRegression(f"{len(regressions)} figure(s) regressed by more than {args.max_regression:.0%} "
+                                  f"against {args.compare}")
+        print(f"no figure regressed by more than {args.max_regression:.0%} against {args.compare}")
+    return 0
+
+
+class BenchRegression(MobileLLMError):
+    exit_code = 1
+
+
+def _read_results(path: Path, schema_version: int) -> dict:
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UnsupportedError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except json.JSONDecodeError as exc:
+        raise UnsupportedError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or data.get("schema_version") != schema_version:
+        raise UnsupportedError(f"{path} is not a bench result of schema version {schema_version}")
+    return data
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
 # -- reserved commands, each filled in by its issue ----------------------------------------------
 
 _RESERVED = {
-    "bench": ("measure load time, time to first token, prefill/decode speed and memory of artifacts",
-              "the benchmark harness (issue #6)"),
     "bundle": ("copy an artifact into the Android or iOS sample app with a bundle manifest",
                "the sample apps (issue #7)"),
 }
@@ -235,6 +299,27 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--model", metavar="M", help="reference model (default: the one named in the manifest)")
     ver.add_argument("--eval-tokens", type=int, default=4096, metavar="N", help="positions to score (default 4096)")
     ver.set_defaults(run=cmd_verify)
+
+    bench = sub.add_parser("bench", parents=[common], help="latency, memory and quality of artifacts",
+                           description="Measure artifacts, each in its own process: load time, time to first "
+                                       "token, prefill/decode speed, memory, perplexity and agreement.")
+    bench.add_argument("artifacts", nargs="*", metavar="ARTIFACT_DIR")
+    bench.add_argument("--target", choices=("host", "adb"), default="host")
+    bench.add_argument("--threads", type=int, default=2, metavar="N")
+    bench.add_argument("--prompt-lengths", default="32,128", metavar="L1,L2")
+    bench.add_argument("--new-tokens", type=int, default=64, metavar="N")
+    bench.add_argument("--repeats", type=int, default=5, metavar="N", help="measured runs after one warm-up")
+    bench.add_argument("--eval-tokens", type=int, default=1024, metavar="N", help="held-out positions for quality")
+    bench.add_argument("--no-quality", action="store_true", help="skip perplexity and agreement")
+    bench.add_argument("--runner", metavar="PATH", help="adb: ExecuTorch's LLM runner binary built for Android")
+    bench.add_argument("--json", metavar="FILE", help="write the results (schema_version 1)")
+    bench.add_argument("--report", metavar="FILE", help="write the Markdown table")
+    bench.add_argument("--plots", metavar="DIR", help="write PNG plots")
+    bench.add_argument("--results", metavar="FILE", help="report on (and compare) an earlier --json instead of measuring")
+    bench.add_argument("--compare", metavar="BASELINE", help="fail when a figure regressed against this --json")
+    bench.add_argument("--max-regression", type=float, default=0.15, metavar="R",
+                       help="allowed relative regression for --compare (default 0.15)")
+    bench.set_defaults(run=cmd_bench)
 
     for name, (summary, lands_with) in _RESERVED.items():
         cmd = sub.add_parser(name, parents=[common], help=f"{summary} (not yet available)",

@@ -23,4 +23,4 @@ def quiet_third_party() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message="Mutation on a buffer in the model is detected")
-    warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.export|torchao|executorch")
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.export|torchao|executorch|coremltools")

@@ -26,13 +26,13 @@ class OpenedArtifact:
         return self.tokenizer
 
 
-def open_artifact(directory: Path) -> OpenedArtifact:
+def open_artifact(directory: Path, *, threads: int | None = None) -> OpenedArtifact:
     directory = Path(directory)
     manifest = read_manifest(directory)
     missing = [name for name in manifest["files"] if not (directory / name).is_file()]
     if missing:
         raise ArtifactError(f"{directory} is incomplete: {', '.join(missing)} missing")
-    runtime = get_backend(manifest["backend"]).load().open_runtime(directory, manifest)
+    runtime = get_backend(manifest["backend"]).load().open_runtime(directory, manifest, threads=threads)
     settings = manifest["runtime"]
     tokenizer = None
     if settings.get("tokenizer"):

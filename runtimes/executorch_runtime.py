@@ -26,9 +26,15 @@ def load_executorch_kernels() -> None:
 class ExecuTorchRuntime:
     name = "executorch-xnnpack"
 
-    def __init__(self, program: Path, data: Path | None = None) -> None:
+    def __init__(self, program: Path, data: Path | None = None, *, threads: int | None = None) -> None:
         load_executorch_kernels()
         from executorch.runtime import Runtime
+
+        if threads:
+            # XNNPACK runs on ExecuTorch's process-wide threadpool.
+            from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+
+            _unsafe_reset_threadpool(threads)
 
         self._program = Runtime.get().load_program(program, data_path=data)
         self._forward = self._program.load_method("forward")

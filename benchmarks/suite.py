@@ -1,0 +1,74 @@
+"""`make bench`: the synthetic-weight 125M and 125M-LS models (random weights with the published
+shapes; every report labels them so) exported for every backend and scheme of the suite, then
+measured by the harness (`mobilellm-export bench`), each artifact in its own process.
+
+    python -m mobilellm_export.benchmarks.suite [--work out/bench/suite] [--quick]
+
+Exports that already exist in --work with a valid manifest are reused (ExecuTorch's lowering of
+the LS model alone takes about a quarter of an hour on 2 cores). Core ML packages are exported and
+checked structurally but not measured off macOS. The peers (ExecuTorch's export_llm,
+onnxruntime-genai's builder) have scripts of their own: benchmarks/executorch_peer.py and
+benchmarks/onnx_peer.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+from mobilellm_export.export.artifact import ArtifactError, read_manifest
+
+from .synthetic import write_synthetic_checkpoint
+
+PRESETS = ("125M", "125M-LS")
+# (backend, scheme) of the suite: each backend's smallest scheme and ONNX's int8 too.
+SUITE = (("executorch", "8da4w"), ("onnx", "int4"), ("onnx", "int8"), ("coreml", "int4"))
+CONTEXT = 1024
+
+
+def ensure_checkpoint(work: Path, preset: str) -> Path:
+    directory = work / "checkpoints" / preset
+    if not (directory / "model.safetensors").is_file():
+        print(f"writing a synthetic {preset} checkpoint (random weights)", flush=True)
+        write_synthetic_checkpoint(preset, directory)
+    return directory
+
+
+def ensure_artifact(work: Path, preset: str, checkpoint: Path, backend: str, scheme: str) -> Path:
+    out = work / preset
+    directory = out / f"{backend}-{scheme}"
+    try:
+        read_manifest(directory)
+        print(f"reusing {directory}", flush=True)
+        return directory
+    except ArtifactError:
+        pass
+    print(f"exporting {preset} {backend} {scheme}", flush=True)
+    subprocess.run([sys.executable, "-m", "mobilellm_export.cli", "--quiet", "export", "--model", str(checkpoint),
+                    "--backend", backend, "--quant", scheme, "--max-context", str(CONTEXT), "--output", str(out),
+                    "--overwrite"], check=True)
+    return directory
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work", type=Path, default=Path("out/bench/suite"))
+    parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
+    args = parser.parse_args(argv)
+    work = args.work
+    artifacts = []
+    for preset in PRESETS:
+        checkpoint = ensure_checkpoint(work, preset)
+        for backend, scheme in SUITE:
+            artifacts.append(ensure_artifact(work, preset, checkpoint, backend, scheme))
+    # Artifact directories are named by backend and scheme only; the report names them by path.
+    cmd = [sys.executable, "-m", "mobilellm_export.cli", "bench", *map(str, artifacts),
+           "--repeats", "2" if args.quick else "5", "--json", str(work / "results.json"),
+           "--report", str(work / "report.md"), "--plots", str(work / "plots")]
+    return subprocess.run(cmd).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())

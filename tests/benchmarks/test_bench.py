@@ -1,0 +1,121 @@
+"""The benchmark harness: the regression check, the runner statistics parser (on real output of
+ExecuTorch's C++ runner), an end-to-end host run, and the adb target's errors."""
+
+import copy
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mobilellm_export.benchmarks.compare import compare
+from mobilellm_export.benchmarks.runner_stats import parse_stats
+from mobilellm_export.cli import main
+from mobilellm_export.model.checkpoint import save_checkpoint
+from mobilellm_export.model.sources import embedded_dir
+
+from ..conftest import random_model, small_config
+
+
+def results(decode=100.0, rss=50e6, size=10e6, name="onnx-int4"):
+    return {"schema_version": 1, "settings": {"prompt_lengths": [32]}, "artifacts": [{
+        "artifact": f"/x/{name}", "size_bytes": size,
+        "speed": {"rss_after_load_bytes": rss, "prompt_lengths": {"32": {
+            "decode_tokens_per_s": {"median": decode}, "prefill_tokens_per_s": {"median": 1000.0}}}}}]}
+
+
+def test_compare_flags_only_regressions_beyond_the_ratio():
+    base = results()
+    assert compare(results(decode=90.0), base, 0.15) == []  # -10%: within
+    (slow,) = compare(results(decode=80.0), base, 0.15)  # -20%
+    assert slow.figure == "decode_tokens_per_s" and slow.change == pytest.approx(-0.2)
+    assert compare(results(decode=200.0), base, 0.15) == []  # faster is never a regression
+    (fat,) = compare(results(rss=60e6), base, 0.15)  # +20% memory is worse
+    assert fat.figure == "rss_after_load_bytes" and fat.change == pytest.approx(-0.2)
+    assert [r.figure for r in compare(results(size=12e6, decode=70.0), base, 0.15)] == ["decode_tokens_per_s",
+                                                                                         "size_bytes"]
+    assert compare(results(decode=10.0, name="other"), base, 0.15) == []  # different artifacts: not compared
+    with pytest.raises(ValueError):
+        compare(base, base, 1.5)
+
+
+@pytest.fixture(scope="module")
+def small_artifacts(tmp_path_factory):
+    """A small model with the embedded tokenizer, exported to ExecuTorch fp32 and ONNX int4."""
+    tmp = tmp_path_factory.mktemp("bench")
+    ckpt = tmp / "ckpt"
+    save_checkpoint(random_model(small_config(vocab_size=4096, dim=64, n_layers=2)), ckpt)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy2(embedded_dir() / name, ckpt / name)
+    out = tmp / "out"
+    assert main(["--quiet", "export", "--model", str(ckpt), "--backend", "executorch", "onnx", "--quant", "fp32",
+                 "--max-context", "64", "--output", str(out)]) == 0
+    return out / "executorch-fp32", out / "onnx-fp32"
+
+
+def test_runner_statistics_parse_the_real_cpp_runner_output(small_artifacts):
+    pytest.importorskip("executorch")
+    directory = small_artifacts[0]
+    script = (
+        "import json, executorch.extension.llm.custom_ops.custom_ops, executorch.kernels.quantized\n"
+        "from executorch.extension.llm.runner import GenerationConfig, TextLLMRunner\n"
+        f"r = TextLLMRunner({str(directory / 'model.pte')!r}, {str(directory / 'tokenizer.json')!r}, "
+        f"{str(directory / 'model.ptd')!r})\n"
+        "seen = []\n"
+        "r.generate('Return the number of', GenerationConfig(max_new_tokens=12, temperature=0.0, echo=False, "
+        "num_bos=1), stats_callback=lambda s: seen.append(s.to_json_string()))\n"
+        "print('CALLBACK ' + seen[0])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    records = parse_stats(proc.stdout + proc.stderr)
+    assert len(records) == 1  # the line the C++ runner itself printed
+    record = records[0]
+    callback = json.loads(proc.stdout.split("CALLBACK ", 1)[1].strip())
+    assert record["raw"] == callback  # the same statistics the Python binding hands over
+    assert record["generated_tokens"] == callback["generated_tokens"] > 0
+    assert record["decode_tokens_per_s"] == pytest.approx(callback["decode_token_per_sec"], rel=0.01)
+    assert record["ttft_s"] >= 0 and record["load_s"] >= 0
+
+
+def test_bench_end_to_end_and_regression_gate(small_artifacts, tmp_path, capsys):
+    onnx_dir = small_artifacts[1]
+    out = tmp_path / "r.json"
+    assert main(["--quiet", "bench", str(onnx_dir), "--repeats", "1", "--prompt-lengths", "8,16", "--new-tokens", "4",
+                 "--json", str(out), "--report", str(tmp_path / "r.md"), "--plots", str(tmp_path / "plots")]) == 0
+    data = json.loads(out.read_text())
+    assert data["schema_version"] == 1 and data["machine"]["logical_cores"] >= 1
+    (entry,) = data["artifacts"]
+    speed = entry["speed"]
+    assert set(speed["prompt_lengths"]) == {"8", "16"}
+    assert speed["prompt_lengths"]["8"]["decode_tokens_per_s"]["median"] > 0
+    assert 0 < entry["physical_limit"]["fraction"] < 1
+    # Quality from the same run: this fp32 artifact agrees with its fp32 eager reference everywhere.
+    assert entry["quality"]["agreement"] == 1.0
+    assert entry["quality"]["perplexity"] == pytest.approx(entry["quality"]["reference_perplexity"], rel=1e-3)
+    assert (tmp_path / "plots" / "decode_vs_size.png").stat().st_size > 1000
+    assert "| out/onnx-fp32" in (tmp_path / "r.md").read_text()
+    capsys.readouterr()
+    # The same figures pass against themselves; a baseline twice as fast fails the gate.
+    assert main(["--quiet", "bench", "--results", str(out), "--compare", str(out)]) == 0
+    fast = copy.deepcopy(data)
+    fast["artifacts"][0]["speed"]["prompt_lengths"]["8"]["decode_tokens_per_s"]["median"] *= 2
+    (tmp_path / "fast.json").write_text(json.dumps(fast))
+    assert main(["--quiet", "bench", "--results", str(out), "--compare", str(tmp_path / "fast.json")]) == 1
+    assert "onnx-fp32: decode_tokens_per_s" in capsys.readouterr().out
+
+
+def test_adb_target_without_a_device_is_one_clear_error(small_artifacts, tmp_path, monkeypatch, capsys):
+    directory = small_artifacts[0]
+    monkeypatch.setenv("PATH", str(tmp_path))  # no adb at all
+    assert main(["--quiet", "bench", str(directory), "--target", "adb"]) == 2
+    assert "adb on PATH" in capsys.readouterr().err
+    fake = tmp_path / "adb"  # an adb that sees no device
+    fake.write_text("#!/bin/sh\necho 'List of devices attached'\necho\n")
+    fake.chmod(0o755)
+    assert main(["--quiet", "bench", str(directory), "--target", "adb"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no Android device" in err[0]
