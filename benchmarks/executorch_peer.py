@@ -21,7 +21,7 @@ from typing import Any
 
 from mobilellm_export.export.artifact import library_versions
 
-from .measure import python_cmd, run_measured
+from .measure import python_cmd, run_json_probe, run_measured
 from .report import format_table
 from .synthetic import write_llama_layout, write_synthetic_checkpoint
 
@@ -64,12 +64,7 @@ def export_ours(work: Path, checkpoint_dir: Path, name: str = "ours") -> dict[st
 
 
 def probe(work: Path, log_name: str, args: list[str]) -> dict[str, Any]:
-    log = work / f"{log_name}.log"
-    measured = run_measured(python_cmd("-m", "mobilellm_export.benchmarks.decode_probe", *args), log)
-    lines = [line for line in log.read_text(errors="replace").splitlines() if line.startswith("{")]
-    if measured.returncode != 0 or not lines:
-        return {"error": f"see {log}"}
-    return json.loads(lines[-1])
+    return run_json_probe("mobilellm_export.benchmarks.decode_probe", work / f"{log_name}.log", args)
 
 
 def artifact_arg(name: str, run: dict[str, Any]) -> str:

@@ -36,3 +36,15 @@ def run_measured(cmd: list[str], log: Path, *, env: dict[str, str] | None = None
 
 def python_cmd(*args: str) -> list[str]:
     return [sys.executable, *args]
+
+
+def run_json_probe(module: str, log: Path, args: list[str]) -> dict:
+    """Run `python -m module args` as a measured child and return the last JSON line it printed
+    (or {"error": ...} naming the log)."""
+    import json
+
+    measured = run_measured(python_cmd("-m", module, *args), log)
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.startswith("{")]
+    if measured.returncode != 0 or not lines:
+        return {"error": f"see {log}"}
+    return json.loads(lines[-1])

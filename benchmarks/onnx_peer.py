@@ -24,7 +24,7 @@ from mobilellm_export.export.artifact import library_versions
 
 from mobilellm_export.model.config import get_preset
 
-from .measure import python_cmd, run_measured
+from .measure import python_cmd, run_json_probe, run_measured
 from .report import format_table
 from .synthetic import write_hf_llama_layout, write_synthetic_checkpoint
 
@@ -58,12 +58,7 @@ def _run(cmd: list[str], measured: Any, directory: Path) -> dict[str, Any]:
 
 
 def probe(work: Path, log_name: str, args: list[str]) -> dict[str, Any]:
-    log = work / f"{log_name}.log"
-    measured = run_measured(python_cmd("-m", "mobilellm_export.benchmarks.onnx_probe", *args), log)
-    lines = [line for line in log.read_text(errors="replace").splitlines() if line.startswith("{")]
-    if measured.returncode != 0 or not lines:
-        return {"error": f"see {log}"}
-    return json.loads(lines[-1])
+    return run_json_probe("mobilellm_export.benchmarks.onnx_probe", work / f"{log_name}.log", args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,3 +32,35 @@ def ls_checkpoint(tmp_path: Path) -> Path:
     model = random_model(small_config(layer_sharing=True))
     save_checkpoint(model, tmp_path / "ls")
     return tmp_path / "ls"
+
+
+PROMPTS = ("Return the number of", "The default value is", "This module provides")
+
+
+def cli_export(tmp: Path, backend: str, *args: str) -> Path:
+    """`mobilellm-export export` of one scheme into `tmp`; the artifact directory it wrote."""
+    from mobilellm_export.cli import main
+
+    assert main(["--quiet", "export", "--backend", backend, "--output", str(tmp), *args]) == 0
+    (directory,) = [p for p in tmp.iterdir() if p.is_dir()]
+    return directory
+
+
+def small_checkpoint_with_tokenizer(directory: Path) -> Path:
+    """A small random model that uses the embedded model's tokenizer (4096 tokens), so stock
+    runners and apps can load its artifacts."""
+    import shutil
+
+    from mobilellm_export.model.sources import embedded_dir
+
+    save_checkpoint(random_model(small_config(vocab_size=4096, dim=64, n_layers=2)), directory)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy2(embedded_dir() / name, directory / name)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def embedded():
+    from mobilellm_export.model.sources import load_model
+
+    return load_model(None)

@@ -3,21 +3,16 @@ ExecuTorch's C++ runner), an end-to-end host run, and the adb target's errors.""
 
 import copy
 import json
-import os
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from mobilellm_export.benchmarks.compare import compare
 from mobilellm_export.benchmarks.runner_stats import parse_stats
 from mobilellm_export.cli import main
-from mobilellm_export.model.checkpoint import save_checkpoint
-from mobilellm_export.model.sources import embedded_dir
 
-from ..conftest import random_model, small_config
+from ..conftest import small_checkpoint_with_tokenizer
 
 
 def results(decode=100.0, rss=50e6, size=10e6, name="onnx-int4"):
@@ -47,9 +42,7 @@ def small_artifacts(tmp_path_factory):
     """A small model with the embedded tokenizer, exported to ExecuTorch fp32 and ONNX int4."""
     tmp = tmp_path_factory.mktemp("bench")
     ckpt = tmp / "ckpt"
-    save_checkpoint(random_model(small_config(vocab_size=4096, dim=64, n_layers=2)), ckpt)
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy2(embedded_dir() / name, ckpt / name)
+    small_checkpoint_with_tokenizer(ckpt)
     out = tmp / "out"
     assert main(["--quiet", "export", "--model", str(ckpt), "--backend", "executorch", "onnx", "--quant", "fp32",
                  "--max-context", "64", "--output", str(out)]) == 0

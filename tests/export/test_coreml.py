@@ -13,25 +13,21 @@ import torch
 from mobilellm_export.cli import main
 from mobilellm_export.export.verify import verify_artifact
 from mobilellm_export.model.checkpoint import save_checkpoint
-from mobilellm_export.model.sources import load_model
 from mobilellm_export.runtimes.artifacts import open_artifact
 from mobilellm_export.runtimes.eager import EagerRuntime
 from mobilellm_export.runtimes.generate import generate
 
-from ..conftest import random_model, small_config
+from ..conftest import PROMPTS, cli_export, random_model, small_config
 
 pytest.importorskip("coremltools")
 from mobilellm_export.export.coreml import CoreMLDecoder, causal_mask, inspect_storage, load_program  # noqa: E402
 
-PROMPTS = ("Return the number of", "The default value is", "This module provides")
 ON_MACOS = platform.system() == "Darwin"
 macos = pytest.mark.skipif(not ON_MACOS, reason="Core ML executes only on macOS")
 
 
 def export(tmp: Path, *args: str) -> Path:
-    assert main(["--quiet", "export", "--backend", "coreml", "--output", str(tmp), *args]) == 0
-    (directory,) = [p for p in tmp.iterdir() if p.is_dir()]
-    return directory
+    return cli_export(tmp, "coreml", *args)
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +46,6 @@ def int8_small_ls(tmp_path_factory) -> tuple[Path, Path]:
     save_checkpoint(random_model(small_config(layer_sharing=True, dim=128, ffn_dim=256)), tmp / "ckpt")
     return export(tmp / "out", "--model", str(tmp / "ckpt"), "--quant", "int8", "--max-context", "64"), tmp / "ckpt"
 
-
-@pytest.fixture(scope="module")
-def embedded():
-    return load_model(None)
 
 
 def test_state_module_decodes_like_the_eager_model(embedded):

@@ -11,21 +11,17 @@ from mobilellm_export.cli import main
 from mobilellm_export.export.executorch_xnnpack import inspect_storage
 from mobilellm_export.export.verify import verify_artifact
 from mobilellm_export.model.checkpoint import save_checkpoint
-from mobilellm_export.model.sources import load_model
 from mobilellm_export.runtimes.artifacts import open_artifact
 from mobilellm_export.runtimes.eager import EagerRuntime
 from mobilellm_export.runtimes.generate import generate
 
-from ..conftest import random_model, small_config
+from ..conftest import PROMPTS, cli_export, random_model, small_config
 
 pytest.importorskip("executorch")
-PROMPTS = ("Return the number of", "The default value is", "This module provides")
 
 
 def export(tmp: Path, *args: str) -> Path:
-    assert main(["--quiet", "export", "--backend", "executorch", "--output", str(tmp), *args]) == 0
-    (directory,) = [p for p in tmp.iterdir() if p.is_dir()]
-    return directory
+    return cli_export(tmp, "executorch", *args)
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +38,6 @@ def q8da4w(tmp_path_factory) -> Path:
 def int8(tmp_path_factory) -> Path:
     return export(tmp_path_factory.mktemp("int8"), "--quant", "int8")
 
-
-@pytest.fixture(scope="module")
-def embedded():
-    return load_model(None)
 
 
 def test_fp32_greedy_tokens_equal_eager_on_the_embedded_ls_model(fp32, embedded):

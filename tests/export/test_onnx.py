@@ -18,16 +18,13 @@ from mobilellm_export.runtimes.artifacts import open_artifact
 from mobilellm_export.runtimes.eager import EagerRuntime
 from mobilellm_export.runtimes.generate import generate
 
-from ..conftest import random_model, small_config
+from ..conftest import PROMPTS, cli_export, random_model, small_config
 
 onnx = pytest.importorskip("onnx")
-PROMPTS = ("Return the number of", "The default value is", "This module provides")
 
 
 def export(tmp: Path, *args: str) -> Path:
-    assert main(["--quiet", "export", "--backend", "onnx", "--output", str(tmp), *args]) == 0
-    (directory,) = [p for p in tmp.iterdir() if p.is_dir()]
-    return directory
+    return cli_export(tmp, "onnx", *args)
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +41,6 @@ def int8(tmp_path_factory) -> Path:
 def int4(tmp_path_factory) -> Path:
     return export(tmp_path_factory.mktemp("int4"), "--quant", "int4")
 
-
-@pytest.fixture(scope="module")
-def embedded():
-    return load_model(None)
 
 
 def greedy_pairs(runtime, reference, prompts, n=32):
