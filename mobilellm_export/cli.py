@@ -206,6 +206,16 @@ def cmd_bench(args: argparse.Namespace, progress: Progress) -> int:
     return 0
 
 
+def cmd_bundle(args: argparse.Namespace, progress: Progress) -> int:
+    from mobilellm_export.export.bundle import bundle
+
+    repo_root = Path(args.repo) if args.repo else Path.cwd()
+    target = bundle(Path(args.artifact), args.app, into=Path(args.into) if args.into else None, repo_root=repo_root,
+                    max_bytes=args.max_bytes)
+    print(f"{target}  {args.app} bundle")
+    return 0
+
+
 class BenchRegression(MobileLLMError):
     exit_code = 1
 
@@ -232,10 +242,7 @@ def _write_atomic(path: Path, text: str) -> None:
 
 # -- reserved commands, each filled in by its issue ----------------------------------------------
 
-_RESERVED = {
-    "bundle": ("copy an artifact into the Android or iOS sample app with a bundle manifest",
-               "the sample apps (issue #7)"),
-}
+_RESERVED: dict[str, tuple[str, str]] = {}
 
 
 def _reserved(name: str, lands_with: str) -> Callable[[argparse.Namespace, Progress], int]:
@@ -320,6 +327,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--max-regression", type=float, default=0.15, metavar="R",
                        help="allowed relative regression for --compare (default 0.15)")
     bench.set_defaults(run=cmd_bench)
+
+    bun = sub.add_parser("bundle", parents=[common], help="copy an artifact into the Android or iOS sample app",
+                         description="Copy an artifact, its tokenizer and a bundle manifest (bundle.json) into "
+                                     "the sample app's model folder, or into --into.")
+    bun.add_argument("artifact", metavar="ARTIFACT_DIR")
+    bun.add_argument("--app", choices=("android", "ios"), required=True)
+    bun.add_argument("--into", metavar="PATH", help="parent folder for model/ (default: the app's asset folder)")
+    bun.add_argument("--repo", metavar="DIR", help="repository root holding android_demo/ and ios_demo/ (default: .)")
+    bun.add_argument("--max-bytes", type=int, metavar="N", help="size limit (default: what the app can ship, 200 MB)")
+    bun.set_defaults(run=cmd_bundle)
 
     for name, (summary, lands_with) in _RESERVED.items():
         cmd = sub.add_parser(name, parents=[common], help=f"{summary} (not yet available)",
