@@ -30,10 +30,17 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m mobilellm_export.benchmarks.suite
 
-# Side-by-side runs against ExecuTorch's export_llm and onnxruntime-genai's builder (about an hour).
+# Side-by-side runs against ExecuTorch's export_llm, onnxruntime-genai's builder and llama.cpp
+# (about an hour; llama-cpp-python compiles llama.cpp on first install). llama.cpp is compared
+# with the artifacts `make bench` wrote. It is built for AVX2 without AVX-512/AMX: the native
+# build (AMX on this VM's CPU) crashed in llama_decode here.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF \
+	-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
 bench-peers: $(STAMP)
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install --quiet -e '.[test,bench,llamacpp]'
 	$(BIN)/python -m mobilellm_export.benchmarks.executorch_peer
 	$(BIN)/python -m mobilellm_export.benchmarks.onnx_peer
+	$(BIN)/python -m mobilellm_export.benchmarks.llamacpp_peer
 
 # Retrain the embedded default model from its seed (a few minutes on 2 cores); the result is
 # committed under mobilellm_export/assets/tiny so nobody has to run this.
