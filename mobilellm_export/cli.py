@@ -11,7 +11,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from mobilellm_export.errors import MobileLLMError, UnsupportedError
@@ -240,17 +240,6 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-# -- reserved commands, each filled in by its issue ----------------------------------------------
-
-_RESERVED: dict[str, tuple[str, str]] = {}
-
-
-def _reserved(name: str, lands_with: str) -> Callable[[argparse.Namespace, Progress], int]:
-    def run(args: argparse.Namespace, progress: Progress) -> int:
-        raise UnsupportedError(f"`{name}` is not available in this version yet; it lands with {lands_with}")
-    return run
-
-
 # -- parser and entry point ----------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -338,10 +327,6 @@ def build_parser() -> argparse.ArgumentParser:
     bun.add_argument("--max-bytes", type=int, metavar="N", help="size limit (default: what the app can ship, 200 MB)")
     bun.set_defaults(run=cmd_bundle)
 
-    for name, (summary, lands_with) in _RESERVED.items():
-        cmd = sub.add_parser(name, parents=[common], help=f"{summary} (not yet available)",
-                             description=f"{summary}. Not yet available: lands with {lands_with}.")
-        cmd.set_defaults(run=_reserved(name, lands_with))
     return parser
 
 
