@@ -7,7 +7,13 @@ and quality (the eager reference is the first row).
 
 from __future__ import annotations
 
-import argparse
+import os
+
+# coremltools draws a tqdm bar for every pass; tqdm reads this when it is first imported, which
+# the imports below already do.
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+import argparse  # noqa: E402
 import statistics
 import sys
 from pathlib import Path
