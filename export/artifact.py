@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mobilellm_export.errors import MobileLLMError, UnsupportedError
+from mobilellm_export.jsonfile import read_json_object
 
 MANIFEST = "manifest.json"
 FORMAT = "mobilellm-export-artifact"
@@ -93,10 +94,7 @@ def read_manifest(directory: Path) -> dict[str, Any]:
         raise ArtifactError(f"artifact directory {directory} does not exist")
     if not path.is_file():
         raise ArtifactError(f"{directory} is not an artifact directory (no {MANIFEST})")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{path} is not valid JSON: {exc}") from None
+    manifest = read_json_object(path, ArtifactError)
     if manifest.get("format") != FORMAT or manifest.get("schema_version") != SCHEMA_VERSION:
         raise ArtifactError(f"{path} is not a {FORMAT} manifest of schema version {SCHEMA_VERSION}")
     return manifest

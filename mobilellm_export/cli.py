@@ -221,14 +221,10 @@ class BenchRegression(MobileLLMError):
 
 
 def _read_results(path: Path, schema_version: int) -> dict:
+    from mobilellm_export.jsonfile import read_json_object
 
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UnsupportedError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except json.JSONDecodeError as exc:
-        raise UnsupportedError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict) or data.get("schema_version") != schema_version:
+    data = read_json_object(path, UnsupportedError)
+    if data.get("schema_version") != schema_version:
         raise UnsupportedError(f"{path} is not a bench result of schema version {schema_version}")
     return data
 

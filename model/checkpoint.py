@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from mobilellm_export.errors import CheckpointError, ConfigError
+from mobilellm_export.jsonfile import read_json_object
 
 from .config import MobileLLMConfig
 from .modeling import MobileLLM
@@ -131,13 +132,7 @@ def _read_config_json(directory: Path) -> dict[str, Any]:
     path = directory / "config.json"
     if not path.is_file():
         raise CheckpointError(f"{directory} has no config.json")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path} must hold a JSON object")
-    return data
+    return read_json_object(path, CheckpointError)
 
 
 # -- weights -------------------------------------------------------------------------------------
