@@ -21,16 +21,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .decode_probe import rss_bytes
+from .decode_probe import rss_bytes, synthetic_prompt, time_decode
 
 
 def summary(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
-
-def synthetic_prompt(length: int, vocab_size: int, bos_id: int) -> list[int]:
-    """A fixed prompt of `length` tokens (content does not change speed; it is the same every run)."""
-    return [bos_id] + [(7 * i + 3) % (vocab_size - 3) + 3 for i in range(length - 1)]
 
 
 def measure_speed(directory: Path, prompt_lengths: list[int], new_tokens: int, repeats: int,
@@ -41,7 +36,7 @@ def measure_speed(directory: Path, prompt_lengths: list[int], new_tokens: int, r
 
     manifest = read_manifest(directory)
     settings = manifest["runtime"]
-    getattr(get_backend(manifest["backend"]).load(), "preload_runtime", lambda: None)()
+    get_backend(manifest["backend"]).preload_runtime()
     before = rss_bytes()
     start = time.perf_counter()
     runtime = open_artifact(directory, threads=threads).runtime
@@ -52,20 +47,16 @@ def measure_speed(directory: Path, prompt_lengths: list[int], new_tokens: int, r
         if length + new_tokens > runtime.max_context:
             per_length[str(length)] = {"skipped": f"{length} + {new_tokens} tokens exceed the context {runtime.max_context}"}
             continue
-        prompt = synthetic_prompt(length, settings["vocab_size"], settings["bos_id"])
-        ttft, prefill, decode = [], [], []
+        prompt = synthetic_prompt(length, vocab_size=settings["vocab_size"], bos_id=settings["bos_id"])
+        prefill, decode = [], []
         for run in range(repeats + 1):  # the first run warms up and is not counted
             runtime.reset()
-            t0 = time.perf_counter()
-            token = int(runtime.forward(prompt, 0).argmax())
-            t1 = time.perf_counter()
-            for pos in range(length, length + new_tokens - 1):
-                token = int(runtime.forward([token], pos).argmax())
-            t2 = time.perf_counter()
+            # The first token comes from the prefill; the other new_tokens - 1 are decode steps.
+            prefill_rate, decode_rate = time_decode(runtime, prompt, new_tokens - 1)
             if run:
-                ttft.append(t1 - t0)
-                prefill.append(length / (t1 - t0))
-                decode.append((new_tokens - 1) / (t2 - t1))
+                prefill.append(prefill_rate)
+                decode.append(decode_rate)
+        ttft = [length / rate for rate in prefill]
         per_length[str(length)] = {"ttft_s": summary(ttft), "prefill_tokens_per_s": summary(prefill),
                                    "decode_tokens_per_s": summary(decode)}
     return {

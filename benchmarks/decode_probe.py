@@ -36,6 +36,12 @@ def parse_artifact(text: str) -> tuple[str, Path, Path | None]:
     return name, Path(program), Path(data) if data else None
 
 
+def synthetic_prompt(length: int, *, vocab_size: int = 1003, bos_id: int = 1) -> list[int]:
+    """A fixed prompt of `length` tokens: bos, then ids cycling below `vocab_size` (content does
+    not change speed; it is the same every run)."""
+    return [bos_id] + [(7 * i + 3) % (vocab_size - 3) + 3 for i in range(length - 1)]
+
+
 def time_decode(runtime: Any, prompt: list[int], new_tokens: int) -> tuple[float, float]:
     start = time.perf_counter()
     logits = runtime.forward(prompt, 0)
@@ -57,13 +63,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args()
 
-    from mobilellm_export.runtimes.executorch_runtime import ExecuTorchRuntime, load_executorch_kernels
+    from mobilellm_export.export.executorch_xnnpack import preload_runtime
+    from mobilellm_export.runtimes.executorch_runtime import ExecuTorchRuntime
 
-    load_executorch_kernels()
-    from executorch.runtime import Runtime
-
-    Runtime.get()  # runtime libraries are loaded before the baseline reading
-    prompt = [1] + [(7 * i + 3) % 1000 + 3 for i in range(args.prompt_tokens - 1)]
+    preload_runtime()  # runtime libraries are loaded before the baseline reading
+    prompt = synthetic_prompt(args.prompt_tokens)
     if args.memory:
         (name, program, data), = args.artifact
         before = rss_bytes()

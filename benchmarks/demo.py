@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             report = verify_artifact(target, eval_tokens=args.eval_tokens, progress=progress)
             if not report.passed:
                 failures.append(str(target))
-            unavailable = getattr(backend.load(), "runtime_unavailable", lambda: None)()
+            unavailable = backend.runtime_unavailable()
             if unavailable:  # Core ML off macOS: converted and checked structurally, not run
                 not_run.add(f"{backend.name}: {unavailable}")
                 runtime_name, prefill, decode = f"{backend.name} (not run here)", None, None

@@ -22,6 +22,8 @@ from typing import Any
 
 from mobilellm_export.errors import MobileLLMError, UnsupportedError
 from mobilellm_export.export.artifact import library_versions, read_manifest
+from mobilellm_export.export.registry import get_backend
+from mobilellm_export.model.config import MobileLLMConfig
 
 SCHEMA_VERSION = 1
 
@@ -68,18 +70,12 @@ def bandwidth_probe(megabytes: int = 256, repeats: int = 5) -> dict[str, float]:
     return {"bytes_per_s": 2 * src.nbytes / best, "probe_bytes": 2 * src.nbytes, "method": "numpy copy, best of 5"}
 
 
-def weight_bytes(directory: Path, manifest: dict[str, Any]) -> int:
-    """Bytes of weights the artifact stores (each shared matrix once)."""
-    return int(manifest["expected_weight_bytes"])
-
-
 def kv_bytes_per_token(manifest: dict[str, Any], position: float) -> float:
     """Bytes of KV cache one decode step reads at `position` (keys and values of every executed
     block up to that position, at the runtime's cache precision)."""
-    config = manifest["model"]["config"]
-    executed = config["n_layers"] * (2 if config["layer_sharing"] else 1)
+    config = MobileLLMConfig.from_dict(manifest["model"]["config"])
     width = 2 if manifest["backend"] == "coreml" else 4  # Core ML states are fp16; the others fp32
-    return 2 * executed * config["n_kv_heads"] * config["head_dim"] * width * position
+    return 2 * config.n_executed_layers * config.kv_dim * width * position
 
 
 def run_child(args: list[str], log: Path) -> dict[str, Any]:
@@ -101,7 +97,7 @@ def bench_artifact(directory: Path, options: BenchOptions, logs: Path, bandwidth
         "quantization": manifest["quantization"], "model": manifest["model"]["label"],
         "synthetic_weights": manifest["model"]["synthetic"], "size_bytes": manifest["total_bytes"],
     }
-    unavailable = getattr(_backend_module(manifest), "runtime_unavailable", lambda: None)()
+    unavailable = get_backend(manifest["backend"]).runtime_unavailable()
     if unavailable:
         entry["skipped"] = unavailable
         return entry
@@ -132,16 +128,11 @@ def physical_limit(manifest: dict[str, Any], speed: dict[str, Any], options: Ben
     if "decode_tokens_per_s" not in figures:
         return None
     mean_position = int(length) + options.new_tokens / 2
-    per_token = weight_bytes(Path(), manifest) + kv_bytes_per_token(manifest, mean_position)
+    # The stored weights (each shared matrix once) are read once per token.
+    per_token = manifest["expected_weight_bytes"] + kv_bytes_per_token(manifest, mean_position)
     achieved = per_token * figures["decode_tokens_per_s"]["median"]
     return {"bytes_per_token": per_token, "achieved_bytes_per_s": achieved, "bandwidth_bytes_per_s": bandwidth,
             "fraction": achieved / bandwidth, "prompt_length": int(length)}
-
-
-def _backend_module(manifest: dict[str, Any]) -> Any:
-    from mobilellm_export.export.registry import get_backend
-
-    return get_backend(manifest["backend"]).load()
 
 
 def run_bench(directories: list[Path], options: BenchOptions, logs: Path, progress: Any = None) -> dict[str, Any]:

@@ -18,7 +18,6 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ import numpy as np
 
 from mobilellm_export.model.sources import load_model
 
-from .decode_probe import time_decode
+from .decode_probe import synthetic_prompt, time_decode
 from .harness import bandwidth_probe
 from .report import format_table
 
@@ -166,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         name = f"ours {directory.parent.name}/{directory.name}"
         runtimes[name] = opened.runtime
         sizes[name] = opened.manifest["total_bytes"]
-    prompt = [1] + [(7 * i + 3) % 1000 + 3 for i in range(PROMPT - 1)]
+    prompt = synthetic_prompt(PROMPT)
     for runtime in runtimes.values():  # warm-up
         time_decode(runtime, prompt, 8)
     samples: dict[str, list[float]] = {name: [] for name in runtimes}

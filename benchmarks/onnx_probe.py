@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .decode_probe import rss_bytes
+from .decode_probe import rss_bytes, synthetic_prompt
 
 
 def parse_artifact(text: str) -> tuple[str, Path]:
@@ -63,11 +63,9 @@ def adapter_decode(runtime: Any, prompt: list[int], new_tokens: int) -> tuple[fl
 def initializer_bytes(model_file: Path) -> int:
     import onnx
 
-    proto = onnx.load(str(model_file))
-    total = 0
-    for tensor in proto.graph.initializer:
-        total += len(tensor.raw_data) if tensor.raw_data else onnx.numpy_helper.to_array(tensor).nbytes
-    return total
+    from mobilellm_export.export.onnx_ort import tensor_bytes
+
+    return sum(tensor_bytes(t) for t in onnx.load(str(model_file)).graph.initializer)
 
 
 def session_memory(model_file: Path, prompt: list[int], *, prepack: bool) -> dict[str, Any]:
@@ -109,7 +107,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args()
-    prompt = [1] + [(7 * i + 3) % 1000 + 3 for i in range(args.prompt_tokens - 1)]
+    prompt = synthetic_prompt(args.prompt_tokens)
     if args.session:
         (name, directory), = args.artifact
         print(json.dumps({name: session_memory(directory / "model.onnx", prompt, prepack=not args.no_prepack)}))

@@ -306,12 +306,13 @@ def check_structure(directory: Path, manifest: dict[str, Any], reference: Mobile
                    f"(2 per executed block: {config.n_executed_layers})"))
 
     params = {name.replace(".", "_"): p.detach().float().numpy() for name, p in reference.named_parameters()}
-    stored = {name: op for name, op in weight_ops(program).items() if name.startswith("p_")}
+    # Parameter ops are named "p_<parameter with _ for .>_to_fp16[_quantized]" by the converter.
+    stored = {name[2:].split("_to_fp16")[0]: op for name, op in weight_ops(program).items() if name.startswith("p_")}
     # Every matrix must be there (equal norm vectors may legitimately be deduplicated into one).
     matrices = {name for name, value in params.items() if value.ndim == 2}
-    worst, compared, missing = 0.0, 0, sorted(matrices - {n[2:].split("_to_fp16")[0] for n in stored})
+    worst, compared, missing = 0.0, 0, sorted(matrices - set(stored))
     for name, op in stored.items():
-        expected = params.get(name[2:].split("_to_fp16")[0])
+        expected = params.get(name)
         if expected is None:
             continue
         if op.op_type.startswith("constexpr_"):

@@ -416,7 +416,7 @@ def inspect_storage(directory: Path, manifest: dict[str, Any]) -> dict[str, Any]
     for node in proto.graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node.name)
-    sizes = {t.name: _tensor_bytes(t) for t in proto.graph.initializer}
+    sizes = {t.name: tensor_bytes(t) for t in proto.graph.initializer}
     shared_name = "embed_tokens" if "embed_tokens" in sizes else "embed_tokens_Q"
     readers = consumers.get(shared_name, [])
     # Followed through the Reshape in front of the quantized output projection.
@@ -439,7 +439,8 @@ def inspect_storage(directory: Path, manifest: dict[str, Any]) -> dict[str, Any]
     }
 
 
-def _tensor_bytes(tensor: Any) -> int:
+def tensor_bytes(tensor: Any) -> int:
+    """Stored bytes of an initializer (inline or external)."""
     from onnx import numpy_helper
 
     if tensor.raw_data:

@@ -9,6 +9,11 @@ A backend module provides
     open_runtime(directory: Path, manifest: dict, *, threads: int | None) -> DecoderRuntime
         run an artifact it wrote (threads: the runtime's CPU threads, None for its default)
 
+and optionally
+
+    runtime_unavailable() -> str | None     why its artifacts cannot run here (None: they can)
+    preload_runtime() -> None               load the runtime's libraries ahead of a measurement
+
 and is imported only when chosen, so a missing optional package fails with a clear message
 naming it, and nothing else.
 """
@@ -44,6 +49,17 @@ class Backend:
             raise MissingDependencyError(f"the {self.name} backend cannot be loaded: {exc}") from None
         module.require()
         return module
+
+    def runtime_unavailable(self) -> str | None:
+        """Why this backend's artifacts cannot run on this machine (Core ML off macOS), or None."""
+        reason = getattr(self.load(), "runtime_unavailable", None)
+        return reason() if reason is not None else None
+
+    def preload_runtime(self) -> None:
+        """Load the runtime's libraries (benchmarks take their memory baseline after this)."""
+        preload = getattr(self.load(), "preload_runtime", None)
+        if preload is not None:
+            preload()
 
 
 @dataclass(frozen=True)

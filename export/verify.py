@@ -84,7 +84,8 @@ def verify_artifact(directory: Path, *, model: str | None = None, eval_tokens: i
     if problems:
         return report
 
-    backend = get_backend(manifest["backend"]).load()
+    backend_entry = get_backend(manifest["backend"])
+    backend = backend_entry.load()
     storage_check = getattr(backend, "inspect_storage", None)
     if storage_check is not None:
         _check_storage(report, storage_check(directory, manifest), manifest)
@@ -99,7 +100,7 @@ def verify_artifact(directory: Path, *, model: str | None = None, eval_tokens: i
     if structure_check is not None:
         for name, passed, detail in structure_check(directory, manifest, reference.model):
             report.add(name, passed, detail)
-    unavailable = getattr(backend, "runtime_unavailable", lambda: None)()
+    unavailable = backend_entry.runtime_unavailable()
     if unavailable:
         report.add("execution", None, f"skipped: {unavailable}")
         return report

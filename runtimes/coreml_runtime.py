@@ -10,7 +10,6 @@ Core ML executes only on macOS; elsewhere opening a runtime raises one clear err
 
 from __future__ import annotations
 
-import platform
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +24,12 @@ class CoreMLRuntime:
     name = "coreml"
 
     def __init__(self, package: Path, *, max_context: int, vocab_size: int, compute_units: str = "all") -> None:
-        if platform.system() != "Darwin":
-            raise UnsupportedError(f"Core ML models execute only on macOS; {package} was converted and can be "
-                                   "checked structurally here (mobilellm-export verify), but not run")
+        from mobilellm_export.export.coreml import runtime_unavailable
+
+        reason = runtime_unavailable()
+        if reason:
+            raise UnsupportedError(f"{reason}: {package} was converted and can be checked structurally here "
+                                   "(mobilellm-export verify), but not run")
         try:
             import coremltools as ct
         except ImportError as exc:
@@ -48,9 +50,9 @@ class CoreMLRuntime:
         end = start_pos + len(tokens)
         if end > self.max_context:
             raise UnsupportedError(f"{end} tokens exceed the context of {self.max_context}")
-        keys = np.arange(end)[None, :]
-        queries = np.arange(start_pos, end)[:, None]
-        mask = np.where(keys <= queries, 0.0, -np.inf).astype(np.float16)[None, None]
+        from mobilellm_export.export.coreml import causal_mask
+
+        mask = causal_mask(len(tokens), end).numpy()
         out = self.model.predict({"input_ids": np.array([tokens], dtype=np.int32), "causal_mask": mask},
                                  state=self._state)
         self._length = end

@@ -64,3 +64,22 @@ def embedded():
     from mobilellm_export.model.sources import load_model
 
     return load_model(None)
+
+
+def exported(backend: str, *args: str):
+    """A module-scoped fixture: the embedded model exported with `export --backend <backend> <args>`
+    (once per test module; exports are the slow part)."""
+    @pytest.fixture(scope="module")
+    def artifact(tmp_path_factory) -> Path:
+        return cli_export(tmp_path_factory.mktemp(backend), backend, *args)
+    return artifact
+
+
+def assert_quality(directory: Path, min_agreement: float, max_ppl_increase: float) -> None:
+    """`verify` passes, with top-1 agreement and perplexity increase within the given bounds."""
+    from mobilellm_export.export.verify import verify_artifact
+
+    report = verify_artifact(directory, eval_tokens=2048)
+    assert report.passed, [c for c in report.checks if c.passed is False]
+    assert report.figures["agreement"] >= min_agreement
+    assert report.figures["perplexity_increase"] <= max_ppl_increase

@@ -17,7 +17,7 @@ from mobilellm_export.runtimes.artifacts import open_artifact
 from mobilellm_export.runtimes.eager import EagerRuntime
 from mobilellm_export.runtimes.generate import generate
 
-from ..conftest import PROMPTS, cli_export, random_model, small_config
+from ..conftest import PROMPTS, cli_export, exported, random_model, small_config
 
 pytest.importorskip("coremltools")
 from mobilellm_export.export.coreml import CoreMLDecoder, causal_mask, inspect_storage, load_program  # noqa: E402
@@ -30,14 +30,8 @@ def export(tmp: Path, *args: str) -> Path:
     return cli_export(tmp, "coreml", *args)
 
 
-@pytest.fixture(scope="module")
-def fp16(tmp_path_factory) -> Path:
-    return export(tmp_path_factory.mktemp("fp16"), "--quant", "fp16")
-
-
-@pytest.fixture(scope="module")
-def int4(tmp_path_factory) -> Path:
-    return export(tmp_path_factory.mktemp("int4"), "--quant", "int4", "--compute-units", "cpu_and_ne")
+fp16 = exported("coreml", "--quant", "fp16")
+int4 = exported("coreml", "--quant", "int4", "--compute-units", "cpu_and_ne")
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from mobilellm_export.cli import main
 from mobilellm_export.export.executorch_xnnpack import inspect_storage
@@ -15,7 +14,7 @@ from mobilellm_export.runtimes.artifacts import open_artifact
 from mobilellm_export.runtimes.eager import EagerRuntime
 from mobilellm_export.runtimes.generate import generate
 
-from ..conftest import PROMPTS, cli_export, random_model, small_config
+from ..conftest import PROMPTS, assert_quality, cli_export, exported, random_model, small_config
 
 pytest.importorskip("executorch")
 
@@ -24,20 +23,9 @@ def export(tmp: Path, *args: str) -> Path:
     return cli_export(tmp, "executorch", *args)
 
 
-@pytest.fixture(scope="module")
-def fp32(tmp_path_factory) -> Path:
-    return export(tmp_path_factory.mktemp("fp32"), "--quant", "fp32")
-
-
-@pytest.fixture(scope="module")
-def q8da4w(tmp_path_factory) -> Path:
-    return export(tmp_path_factory.mktemp("8da4w"), "--quant", "8da4w")
-
-
-@pytest.fixture(scope="module")
-def int8(tmp_path_factory) -> Path:
-    return export(tmp_path_factory.mktemp("int8"), "--quant", "int8")
-
+fp32 = exported("executorch", "--quant", "fp32")
+q8da4w = exported("executorch", "--quant", "8da4w")
+int8 = exported("executorch", "--quant", "int8")
 
 
 def test_fp32_greedy_tokens_equal_eager_on_the_embedded_ls_model(fp32, embedded):
@@ -113,10 +101,7 @@ def test_ls_blocks_are_stored_once(fp32):
 
 @pytest.mark.parametrize("name, min_agreement, max_ppl", [("int8", 0.90, 0.05), ("q8da4w", 0.80, 0.15)])
 def test_quantized_artifacts_keep_quality(request, name, min_agreement, max_ppl):
-    report = verify_artifact(request.getfixturevalue(name), eval_tokens=2048)
-    assert report.passed, [c for c in report.checks if c.passed is False]
-    assert report.figures["agreement"] >= min_agreement
-    assert report.figures["perplexity_increase"] <= max_ppl
+    assert_quality(request.getfixturevalue(name), min_agreement, max_ppl)
 
 
 def test_verify_passes_for_fp32_and_catches_tampering(fp32, tmp_path):

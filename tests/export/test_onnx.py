@@ -10,7 +10,6 @@ import torch
 
 from mobilellm_export.cli import main
 from mobilellm_export.export.onnx_ort import dequantize_blockwise, inspect_storage, quantize_blockwise
-from mobilellm_export.export.verify import verify_artifact
 from mobilellm_export.model.checkpoint import save_checkpoint
 from mobilellm_export.model.sources import load_model
 from mobilellm_export.quant.schemes import WeightFormat
@@ -18,7 +17,7 @@ from mobilellm_export.runtimes.artifacts import open_artifact
 from mobilellm_export.runtimes.eager import EagerRuntime
 from mobilellm_export.runtimes.generate import generate
 
-from ..conftest import PROMPTS, cli_export, random_model, small_config
+from ..conftest import PROMPTS, assert_quality, cli_export, exported, random_model, small_config
 
 onnx = pytest.importorskip("onnx")
 
@@ -27,20 +26,9 @@ def export(tmp: Path, *args: str) -> Path:
     return cli_export(tmp, "onnx", *args)
 
 
-@pytest.fixture(scope="module")
-def fp32(tmp_path_factory) -> Path:
-    return export(tmp_path_factory.mktemp("fp32"), "--quant", "fp32")
-
-
-@pytest.fixture(scope="module")
-def int8(tmp_path_factory) -> Path:
-    return export(tmp_path_factory.mktemp("int8"), "--quant", "int8")
-
-
-@pytest.fixture(scope="module")
-def int4(tmp_path_factory) -> Path:
-    return export(tmp_path_factory.mktemp("int4"), "--quant", "int4")
-
+fp32 = exported("onnx", "--quant", "fp32")
+int8 = exported("onnx", "--quant", "int8")
+int4 = exported("onnx", "--quant", "int4")
 
 
 def greedy_pairs(runtime, reference, prompts, n=32):
@@ -153,10 +141,7 @@ def test_onnxruntime_genai_generates_from_the_directory(int4, embedded):
 
 @pytest.mark.parametrize("name,min_agreement,max_ppl", [("int8", 0.90, 0.05), ("int4", 0.80, 0.15)])
 def test_quantized_artifacts_keep_quality(request, name, min_agreement, max_ppl):
-    report = verify_artifact(request.getfixturevalue(name), eval_tokens=2048)
-    assert report.passed, [c for c in report.checks if c.passed is False]
-    assert report.figures["agreement"] >= min_agreement
-    assert report.figures["perplexity_increase"] <= max_ppl
+    assert_quality(request.getfixturevalue(name), min_agreement, max_ppl)
 
 
 def test_unsupported_choices_fail_cleanly(tmp_path, capsys):
