@@ -18,9 +18,9 @@ $(STAMP): pyproject.toml
 
 env: $(STAMP)
 
-# The main job: the whole pipeline that exists so far, on the embedded default model.
+# The main job: export, verify and measure every backend and scheme on the embedded default model.
 demo: $(STAMP)
-	$(BIN)/python -m mobilellm_export.benchmarks.demo
+	$(BIN)/mobilellm-export demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -38,9 +38,9 @@ LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=O
 	-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
 bench-peers: $(STAMP)
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install --quiet -e '.[test,bench,llamacpp]'
-	$(BIN)/python -m mobilellm_export.benchmarks.executorch_peer
-	$(BIN)/python -m mobilellm_export.benchmarks.onnx_peer
-	$(BIN)/python -m mobilellm_export.benchmarks.llamacpp_peer
+	$(BIN)/python -m mobilellm_export.benchmarks.peers.executorch
+	$(BIN)/python -m mobilellm_export.benchmarks.peers.onnx
+	$(BIN)/python -m mobilellm_export.benchmarks.peers.llamacpp
 
 # Retrain the embedded default model from its seed (a few minutes on 2 cores); the result is
 # committed under mobilellm_export/assets/tiny so nobody has to run this.

@@ -6,9 +6,8 @@ measured by the harness (`mobilellm-export bench`), each artifact in its own pro
 
 Exports that already exist in --work with a valid manifest are reused (ExecuTorch's lowering of
 the LS model alone takes about a quarter of an hour on 2 cores). Core ML packages are exported and
-checked structurally but not measured off macOS. The peers (ExecuTorch's export_llm,
-onnxruntime-genai's builder) have scripts of their own: benchmarks/executorch_peer.py and
-benchmarks/onnx_peer.py.
+checked structurally but not measured off macOS. The peers have scripts of their own in
+benchmarks/peers/ (`make bench-peers`).
 """
 
 from __future__ import annotations
@@ -18,7 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mobilellm_export.export.artifact import ArtifactError, read_manifest
+from mobilellm_export.export.plan import artifact_folder
+from mobilellm_export.runtimes.manifest import ArtifactError, read_manifest
 
 from .synthetic import write_synthetic_checkpoint
 
@@ -38,7 +38,7 @@ def ensure_checkpoint(work: Path, preset: str) -> Path:
 
 def ensure_artifact(work: Path, preset: str, checkpoint: Path, backend: str, scheme: str) -> Path:
     out = work / preset
-    directory = out / f"{backend}-{scheme}"
+    directory = out / artifact_folder(backend, scheme)
     try:
         read_manifest(directory)
         print(f"reusing {directory}", flush=True)

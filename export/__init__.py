@@ -1,1 +1,2 @@
-"""Export backends behind one registry, and the artifact directory they write."""
+"""Export backends behind one contract (contract.py), the planning of artifact folders, and the
+pipeline that writes an artifact directory."""

@@ -1,9 +1,9 @@
 """mobilellm-export: turn MobileLLM models into artifacts that run on phones.
 
 The package is assembled from the repository's top-level folders (see pyproject.toml):
-`mobilellm_export.model` (model/), `.export` (export/), `.quant` (quant/), `.runtimes`
-(runtimes/) and `.benchmarks` (benchmarks/). Heavy and optional dependencies are imported where
-they are used, so `import mobilellm_export` stays cheap.
+`mobilellm_export.runtimes` (runtimes/), `.model` (model/), `.quant` (quant/), `.export`
+(export/) and `.benchmarks` (benchmarks/); README's "Layout" shows who imports whom. Heavy and
+optional dependencies are imported where they are used, so `import mobilellm_export` stays cheap.
 """
 
 from importlib.metadata import PackageNotFoundError, version

@@ -15,12 +15,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mobilellm_export.errors import MobileLLMError, UnsupportedError
+from mobilellm_export.export.plan import DEFAULT_CONTEXT
 from mobilellm_export.export.registry import BACKENDS
 from mobilellm_export.progress import Progress
 from mobilellm_export.quiet import quiet_third_party
 
 PROG = "mobilellm-export"
-DEFAULT_CONTEXT = 1024
 
 
 def _common(*, top: bool) -> argparse.ArgumentParser:
@@ -44,8 +44,8 @@ def _model_arg(parser: argparse.ArgumentParser) -> None:
 # -- info ----------------------------------------------------------------------------------------
 
 def cmd_info(args: argparse.Namespace, progress: Progress) -> int:
+    from mobilellm_export.info import format_summary, summarize
     from mobilellm_export.model.sources import describe
-    from mobilellm_export.model.summary import summarize, format_summary
 
     config, label = describe(args.model)
     summary = summarize(config, label, context=args.max_context)
@@ -56,20 +56,22 @@ def cmd_info(args: argparse.Namespace, progress: Progress) -> int:
 # -- generate ------------------------------------------------------------------------------------
 
 def cmd_generate(args: argparse.Namespace, progress: Progress) -> int:
-    from mobilellm_export.model.sources import load_model
-    from mobilellm_export.runtimes.eager import EagerRuntime
     from mobilellm_export.runtimes.generate import Sampling, TextStream, generate
 
     sampling = Sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     if args.artifact is not None:
         if args.model is not None or args.max_context is not None:
             raise UnsupportedError("an artifact directory fixes the model and context; drop --model/--max-context")
-        from mobilellm_export.runtimes.artifacts import open_artifact
+        # Running an artifact needs its runtime only: neither the model code nor the exporter.
+        from mobilellm_export.runtimes.registry import open_artifact
 
         progress.step(f"loading {args.artifact}")
         opened = open_artifact(Path(args.artifact))
         runtime, tokenizer, label = opened.runtime, opened.require_tokenizer(), str(args.artifact)
     else:
+        from mobilellm_export.model.reference import EagerRuntime
+        from mobilellm_export.model.sources import load_model
+
         loaded = load_model(args.model, max_context=args.max_context, progress=progress)
         runtime, tokenizer, label = EagerRuntime(loaded.model), loaded.require_tokenizer(), loaded.label
     prompt_ids = tokenizer.encode(args.prompt)
@@ -105,53 +107,34 @@ def cmd_generate(args: argparse.Namespace, progress: Progress) -> int:
 
 def cmd_export(args: argparse.Namespace, progress: Progress) -> int:
     from mobilellm_export.export.pipeline import export_artifact
-    from mobilellm_export.export.registry import ExportRequest, get_backend
+    from mobilellm_export.export.plan import ExportSpec, check_model, existing_targets, plan_exports, resolve_context
     from mobilellm_export.model.sources import load_model
-    from mobilellm_export.quant.schemes import embedding_format, get_scheme
 
-    # Validate every combination before any work, so a bad one does not cost a long export.
-    if args.group_size < 2 or args.group_size % 2:
-        raise UnsupportedError(f"--group-size must be an even number >= 2, got {args.group_size}")
-    if args.max_context is not None and args.max_context < 2:
-        raise UnsupportedError(f"--max-context must be at least 2, got {args.max_context}")
-    if args.compute_units is not None and "coreml" not in args.backend:
-        raise UnsupportedError("--compute-units applies to the coreml backend only")
-    jobs = []
-    for backend_name in dict.fromkeys(args.backend):
-        backend = get_backend(backend_name)
-        backend.load()  # a missing optional package fails here, before any work
-        for quant in dict.fromkeys(args.quant):
-            if quant not in backend.schemes:
-                raise UnsupportedError(f"--quant {quant} is not supported by the {backend_name} backend "
-                                       f"(it supports {', '.join(backend.schemes)})")
-            choice = args.embedding_quant or backend.default_embedding[quant]
-            if choice not in backend.embedding_choices:
-                raise UnsupportedError(f"--embedding-quant {choice} is not supported by the {backend_name} backend")
-            scheme = get_scheme(quant).with_group_size(args.group_size).with_embedding(
-                embedding_format(choice, args.group_size))
-            name = f"{backend_name}-{quant}" + (f"-emb-{choice}" if args.embedding_quant else "")
-            jobs.append((backend_name, scheme, Path(args.output) / name))
-    for _, _, target in jobs:
-        if target.exists() and not args.overwrite:
-            raise UnsupportedError(f"{target} already exists; choose another --output or pass --overwrite")
+    spec = ExportSpec(backends=tuple(args.backend), quants=tuple(args.quant), embedding_quant=args.embedding_quant,
+                      group_size=args.group_size, max_context=args.max_context, compute_units=args.compute_units)
+    output = Path(args.output)
+    planned = plan_exports(spec)
+    for backend in {p.backend.name: p.backend for p in planned}.values():
+        backend.require()  # a missing optional package fails here, before any work
+    existing = existing_targets(planned, output)
+    if existing and not args.overwrite:
+        raise UnsupportedError(f"{existing[0]} already exists; choose another --output or pass --overwrite")
 
     loaded = load_model(args.model, progress=progress)
-    context = min(args.max_context or DEFAULT_CONTEXT, loaded.config.max_seq_len)
-    if args.max_context and context < args.max_context:
-        progress.step(f"--max-context {args.max_context} exceeds the model's {loaded.config.max_seq_len}; using {context}")
-    if loaded.config.dim % args.group_size:
-        raise UnsupportedError(f"--group-size {args.group_size} does not divide the model width {loaded.config.dim}")
-    for backend_name, scheme, target in jobs:
-        units = args.compute_units if backend_name == "coreml" else None
-        manifest = export_artifact(loaded, ExportRequest(backend_name, scheme, context, compute_units=units), target,
-                                   overwrite=args.overwrite, progress=progress)
-        size = manifest["total_bytes"] / 1e6
-        print(f"{target}  {backend_name} {scheme.name}  {size:.2f} MB")
+    check_model(spec, loaded.config)
+    context, note = resolve_context(spec, loaded.config)
+    if note:
+        progress.step(note)
+    for p in planned:
+        target = output / p.folder
+        manifest = export_artifact(loaded, p.backend, p.request(context), target, overwrite=args.overwrite,
+                                   progress=progress)
+        print(f"{target}  {p.backend.name} {p.scheme.name}  {manifest['total_bytes'] / 1e6:.2f} MB")
     return 0
 
 
 def cmd_verify(args: argparse.Namespace, progress: Progress) -> int:
-    from mobilellm_export.export.verify import VerificationFailed, format_report, verify_artifact
+    from mobilellm_export.verify import VerificationFailed, format_report, verify_artifact
 
     failed = []
     for directory in args.artifacts:
@@ -165,15 +148,15 @@ def cmd_verify(args: argparse.Namespace, progress: Progress) -> int:
 
 
 def cmd_bench(args: argparse.Namespace, progress: Progress) -> int:
-    from mobilellm_export.benchmarks.bench_report import markdown, plots
-    from mobilellm_export.benchmarks.compare import compare
-    from mobilellm_export.benchmarks.harness import SCHEMA_VERSION, BenchOptions, run_bench
+    from mobilellm_export.benchmarks.harness.compare import compare
+    from mobilellm_export.benchmarks.harness.report import markdown, plots
+    from mobilellm_export.benchmarks.harness.run import BenchOptions, read_results, run_bench
 
     if not args.artifacts and args.results is None:
         raise UnsupportedError("name artifact directories to measure, or --results FILE to report on an earlier run")
-    baseline = _read_results(Path(args.compare), SCHEMA_VERSION) if args.compare else None
+    baseline = read_results(Path(args.compare)) if args.compare else None
     if args.results is not None:
-        results = _read_results(Path(args.results), SCHEMA_VERSION)
+        results = read_results(Path(args.results))
     else:
         try:
             lengths = tuple(int(x) for x in args.prompt_lengths.split(",") if x.strip())
@@ -207,7 +190,7 @@ def cmd_bench(args: argparse.Namespace, progress: Progress) -> int:
 
 
 def cmd_bundle(args: argparse.Namespace, progress: Progress) -> int:
-    from mobilellm_export.export.bundle import bundle
+    from mobilellm_export.bundle import bundle
 
     repo_root = Path(args.repo) if args.repo else Path.cwd()
     target = bundle(Path(args.artifact), args.app, into=Path(args.into) if args.into else None, repo_root=repo_root,
@@ -220,13 +203,11 @@ class BenchRegression(MobileLLMError):
     exit_code = 1
 
 
-def _read_results(path: Path, schema_version: int) -> dict:
-    from mobilellm_export.jsonfile import read_json_object
+def cmd_demo(args: argparse.Namespace, progress: Progress) -> int:
+    from mobilellm_export.demo import DemoOptions, run_demo
 
-    data = read_json_object(path, UnsupportedError)
-    if data.get("schema_version") != schema_version:
-        raise UnsupportedError(f"{path} is not a bench result of schema version {schema_version}")
-    return data
+    return run_demo(DemoOptions(output=Path(args.output), eval_tokens=args.eval_tokens, new_tokens=args.new_tokens,
+                                threads=args.threads), progress)
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -278,9 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--group-size", type=int, default=32, metavar="G", help="int4 group size (default 32)")
     exp.add_argument("--max-context", type=int, metavar="N",
                      help=f"KV-cache length (default {DEFAULT_CONTEXT}, capped at the model's maximum)")
-    exp.add_argument("--compute-units", choices=("all", "cpu_and_ne", "cpu_and_gpu", "cpu_only"),
-                     help="coreml: the compute units the package is meant to load with, recorded in the "
-                          "manifest for apps and runners (default all)")
+    exp.add_argument("--compute-units", choices=sorted({u for b in BACKENDS.values() for u in b.compute_units}),
+                     help="; ".join(f"{b.name}: the compute units the app should load the artifact with"
+                                    for b in BACKENDS.values() if b.compute_units) + " (recorded in the manifest)")
     exp.add_argument("--output", default="artifacts", metavar="DIR",
                      help="parent directory; each artifact goes to DIR/<backend>-<quant> (default: artifacts)")
     exp.add_argument("--overwrite", action="store_true", help="replace existing artifact directories")
@@ -304,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--eval-tokens", type=int, default=1024, metavar="N", help="held-out positions for quality")
     bench.add_argument("--no-quality", action="store_true", help="skip perplexity and agreement")
     bench.add_argument("--runner", metavar="PATH", help="adb: ExecuTorch's LLM runner binary built for Android")
-    bench.add_argument("--json", metavar="FILE", help="write the results (schema_version 1)")
+    bench.add_argument("--json", metavar="FILE", help="write the results (JSON, kind \"bench\")")
     bench.add_argument("--report", metavar="FILE", help="write the Markdown table")
     bench.add_argument("--plots", metavar="DIR", help="write PNG plots")
     bench.add_argument("--results", metavar="FILE", help="report on (and compare) an earlier --json instead of measuring")
@@ -322,6 +303,15 @@ def build_parser() -> argparse.ArgumentParser:
     bun.add_argument("--repo", metavar="DIR", help="repository root holding android_demo/ and ios_demo/ (default: .)")
     bun.add_argument("--max-bytes", type=int, metavar="N", help="size limit (default: what the app can ship, 200 MB)")
     bun.set_defaults(run=cmd_bundle)
+
+    demo = sub.add_parser("demo", parents=[common], help="the whole pipeline on the embedded model (make demo)",
+                          description="Export the embedded model with every backend and scheme that works here, "
+                                      "verify each artifact and print one table of size, speed and quality.")
+    demo.add_argument("--output", default="out/demo", metavar="DIR", help="where artifacts are written")
+    demo.add_argument("--eval-tokens", type=int, default=4096, metavar="N", help="held-out positions to score")
+    demo.add_argument("--new-tokens", type=int, default=48, metavar="N")
+    demo.add_argument("--threads", type=int, default=2, metavar="N")
+    demo.set_defaults(run=cmd_demo)
 
     return parser
 

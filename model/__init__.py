@@ -1,6 +1,3 @@
-"""The MobileLLM model: config presets, PyTorch definition, checkpoints, tokenizers, training."""
-
-from .config import HUB_IDS, PRESETS, MobileLLMConfig, get_preset
-from .modeling import MobileLLM
-
-__all__ = ["HUB_IDS", "PRESETS", "MobileLLM", "MobileLLMConfig", "get_preset"]
+"""The MobileLLM model: config presets, the PyTorch definition and its reference runtime,
+checkpoints, held-out text, and the training of the embedded model. Nothing is imported here,
+so reading a config does not load torch."""

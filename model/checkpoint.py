@@ -37,7 +37,7 @@ class Checkpoint:
     model: MobileLLM
     config: MobileLLMConfig
     directory: Path | None
-    source: str  # what the user named: a directory, a hub id, "embedded" or "synthetic:<preset>"
+    source: str  # a --model spec that loads it again: an absolute directory, a hub id, "embedded", "synthetic:<preset>"
     synthetic: bool = False  # random weights: quality figures mean nothing
 
 

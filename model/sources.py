@@ -14,13 +14,14 @@ from pathlib import Path
 
 from mobilellm_export.errors import CheckpointError
 from mobilellm_export.progress import Progress
+from mobilellm_export.runtimes.tokenizer import Tokenizer, find_tokenizer_file, load_tokenizer
 
 from .checkpoint import Checkpoint, download, load_checkpoint, looks_like_hub_id, read_config
 from .config import HUB_IDS, PRESETS, MobileLLMConfig, get_preset
 from .modeling import MobileLLM
-from .tokenizer import Tokenizer, find_tokenizer_file, load_tokenizer
 
 SYNTHETIC_PREFIX = "synthetic:"
+EMBEDDED = "embedded"  # the source recorded for the embedded model
 SYNTHETIC_SEED = 0
 
 
@@ -84,7 +85,15 @@ def load_model(spec: str | None, *, max_context: int | None = None, progress: Pr
     directory = embedded_dir() if spec is None else _directory(spec, config_only=False)
     label = "embedded tiny model" if spec is None else spec
     progress.step(f"loading {label}")
-    checkpoint = load_checkpoint(directory, source=spec or "embedded", max_context=max_context)
+    # The source is recorded in manifests as a spec that loads the same weights again from any
+    # working directory: local directories by their absolute path, hub ids as they are.
+    if spec is None:
+        source = EMBEDDED
+    elif Path(spec).exists():
+        source = str(Path(spec).resolve())
+    else:
+        source = spec
+    checkpoint = load_checkpoint(directory, source=source, max_context=max_context)
     tokenizer = None
     if find_tokenizer_file(directory) is not None:
         tokenizer = load_tokenizer(directory, bos_id=checkpoint.config.bos_id, eos_id=checkpoint.config.eos_id)

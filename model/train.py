@@ -25,14 +25,17 @@ from pathlib import Path
 import torch
 
 from mobilellm_export.progress import Progress
+from mobilellm_export.runtimes.generate import generate
+from mobilellm_export.runtimes.scoring import score
+from mobilellm_export.runtimes.tokenizer import load_tokenizer
 
 from . import corpus as corpus_mod
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TINY, MobileLLMConfig
-from .evaluate import oracle_unigram_perplexity, score, token_stream, unigram_perplexity, windows
+from .heldout import oracle_unigram_perplexity, token_stream, unigram_perplexity, windows
 from .modeling import MobileLLM
+from .reference import EagerRuntime
 from .sources import embedded_dir
-from .tokenizer import load_tokenizer
 
 SAMPLE_PROMPTS = ("Return the number of", "The default value is", "This module provides")
 
@@ -149,9 +152,6 @@ def main(argv: list[str] | None = None) -> int:
         corpus_mod.write_jsonl(heldout_docs, work / "heldout.jsonl")
 
         # Evaluate what is committed: the fp16 weights, loaded back through the normal path.
-        from mobilellm_export.runtimes.eager import EagerRuntime
-        from mobilellm_export.runtimes.generate import generate
-
         progress.step("evaluating the saved fp16 weights on the held-out split")
         saved = load_checkpoint(work)
         runtime = EagerRuntime(saved.model)

@@ -10,23 +10,43 @@ Core ML executes only on macOS; elsewhere opening a runtime raises one clear err
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from mobilellm_export.errors import MissingDependencyError, UnsupportedError
 
+from .base import DecoderRuntime, RuntimeAdapter
+
+if TYPE_CHECKING:
+    from .manifest import Manifest
+
 _UNITS = {"all": "ALL", "cpu_and_ne": "CPU_AND_NE", "cpu_and_gpu": "CPU_AND_GPU", "cpu_only": "CPU_ONLY"}
 
 
-class CoreMLRuntime:
+def causal_mask(n: int, end: int) -> torch.Tensor:
+    """The additive mask input for n new tokens ending at position `end`: query i (position
+    end - n + i) sees keys 0 .. end - n + i. Part of the package's interface (the exporter traces
+    with it, apps build it the same way)."""
+    keys = torch.arange(end)[None, :]
+    queries = torch.arange(end - n, end)[:, None]
+    return torch.where(keys <= queries, 0.0, float("-inf")).to(torch.float16)[None, None]
+
+
+def _unavailable() -> str | None:
+    if platform.system() != "Darwin":
+        return "Core ML models execute only on macOS (iOS/iPadOS devices); this is " + platform.system()
+    return None
+
+
+class CoreMLRuntime(DecoderRuntime):
     name = "coreml"
 
     def __init__(self, package: Path, *, max_context: int, vocab_size: int, compute_units: str = "all") -> None:
-        from mobilellm_export.export.coreml import runtime_unavailable
-
-        reason = runtime_unavailable()
+        reason = _unavailable()
         if reason:
             raise UnsupportedError(f"{reason}: {package} was converted and can be checked structurally here "
                                    "(mobilellm-export verify), but not run")
@@ -50,10 +70,25 @@ class CoreMLRuntime:
         end = start_pos + len(tokens)
         if end > self.max_context:
             raise UnsupportedError(f"{end} tokens exceed the context of {self.max_context}")
-        from mobilellm_export.export.coreml import causal_mask
-
         mask = causal_mask(len(tokens), end).numpy()
         out = self.model.predict({"input_ids": np.array([tokens], dtype=np.int32), "causal_mask": mask},
                                  state=self._state)
         self._length = end
         return torch.from_numpy(np.asarray(out["logits"], dtype=np.float32).reshape(-1).copy())
+
+
+class CoreMLAdapter(RuntimeAdapter):
+    backend = "coreml"
+    apps = ("ios",)
+
+    def unavailable(self) -> str | None:
+        return _unavailable()
+
+    def preload(self) -> None:
+        import coremltools  # noqa: F401
+
+    def open(self, manifest: Manifest, *, threads: int | None = None) -> CoreMLRuntime:
+        # Core ML schedules its own compute units; a thread count does not apply.
+        return CoreMLRuntime(manifest.path("package"), max_context=manifest.runtime.max_context,
+                             vocab_size=manifest.runtime.vocab_size,
+                             compute_units=manifest.details.get("compute_units", "all"))

@@ -2,15 +2,23 @@
 
 The KV cache lives in the program's mutable buffers. `custom_sdpa` only reads cache positions up
 to the current one, so starting again at position 0 needs no clearing: `reset` is a no-op.
+Only ExecuTorch's runtime and the kernels our programs call are imported, never the exporter
+(exir's lowering, the XNNPACK partitioner).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from mobilellm_export.errors import MissingDependencyError
+
+from .base import DecoderRuntime, RuntimeAdapter
+
+if TYPE_CHECKING:
+    from .manifest import Manifest
 
 
 def load_executorch_kernels() -> None:
@@ -23,7 +31,7 @@ def load_executorch_kernels() -> None:
         raise MissingDependencyError(f"running ExecuTorch artifacts needs executorch==1.5.1: {exc}") from None
 
 
-class ExecuTorchRuntime:
+class ExecuTorchRuntime(DecoderRuntime):
     name = "executorch-xnnpack"
 
     def __init__(self, program: Path, data: Path | None = None, *, threads: int | None = None) -> None:
@@ -38,16 +46,13 @@ class ExecuTorchRuntime:
 
         self._program = Runtime.get().load_program(program, data_path=data)
         self._forward = self._program.load_method("forward")
-        self.max_context = int(self._constant("get_max_context_len"))
-        self.vocab_size = int(self._constant("get_vocab_size"))
-
-    def _constant(self, name: str) -> object:
-        value = self._program.load_method(name).execute([])
-        return value[0] if isinstance(value, (list, tuple)) and len(value) == 1 else value
+        self.max_context = int(self.constant("get_max_context_len"))
+        self.vocab_size = int(self.constant("get_vocab_size"))
 
     def constant(self, name: str) -> object:
         """A constant method of the program (the metadata the LLM runner reads)."""
-        return self._constant(name)
+        value = self._program.load_method(name).execute([])
+        return value[0] if isinstance(value, (list, tuple)) and len(value) == 1 else value
 
     def reset(self) -> None:
         pass
@@ -56,3 +61,18 @@ class ExecuTorchRuntime:
         outputs = self._forward.execute([torch.tensor([tokens], dtype=torch.long),
                                          torch.tensor([start_pos], dtype=torch.long)])
         return outputs[0][0].float()
+
+
+class ExecuTorchAdapter(RuntimeAdapter):
+    backend = "executorch"
+    apps = ("android", "ios")
+    device_runner = True
+
+    def preload(self) -> None:
+        load_executorch_kernels()
+        from executorch.runtime import Runtime
+
+        Runtime.get()
+
+    def open(self, manifest: Manifest, *, threads: int | None = None) -> ExecuTorchRuntime:
+        return ExecuTorchRuntime(manifest.path("program"), manifest.optional_path("data"), threads=threads)

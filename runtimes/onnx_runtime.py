@@ -11,22 +11,32 @@ is copied per step and starting again at an earlier position needs no clearing.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from mobilellm_export.errors import MissingDependencyError, UnsupportedError
 
+from .base import DecoderRuntime, RuntimeAdapter
 
-class OnnxRuntime:
+if TYPE_CHECKING:
+    from .manifest import Manifest
+
+
+def _import_onnxruntime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise MissingDependencyError(f"running ONNX artifacts needs onnxruntime: {exc}") from None
+    return onnxruntime
+
+
+class OnnxRuntime(DecoderRuntime):
     name = "onnxruntime-cpu"
 
     def __init__(self, model: Path, *, threads: int | None = None) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:
-            raise MissingDependencyError(f"running ONNX artifacts needs onnxruntime: {exc}") from None
-        self._ort = ort
+        ort = self._ort = _import_onnxruntime()
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -38,13 +48,11 @@ class OnnxRuntime:
         self.vocab_size = int(self.session.get_outputs()[0].shape[-1])
         self.max_context = _max_context(self.session)
         self._has_positions = any(i.name == "position_ids" for i in self.session.get_inputs())
+        shape = (1, self._kv_shape[0], self.max_context, self._kv_shape[1])
+        self._cache = [ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, dtype=np.float32)) for _ in self._past_names]
         self.reset()
 
     def reset(self) -> None:
-        if not hasattr(self, "_cache"):
-            shape = (1, self._kv_shape[0], self.max_context, self._kv_shape[1])
-            self._cache = [self._ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, dtype=np.float32))
-                           for _ in self._past_names]
         self._length = 0
 
     def _run(self, tokens: list[int], start_pos: int) -> np.ndarray:
@@ -69,7 +77,7 @@ class OnnxRuntime:
         return torch.from_numpy(self._run(tokens, start_pos)[-1].copy())
 
     def logits_all(self, tokens: list[int]) -> torch.Tensor:
-        """Logits [n, vocab] for every position of `tokens` from position 0 (one prefill)."""
+        """One prefill returns every position's logits."""
         self.reset()
         return torch.from_numpy(self._run(tokens, 0))
 
@@ -79,3 +87,13 @@ def _max_context(session) -> int:
     metadata, which the exporter writes)."""
     meta = session.get_modelmeta().custom_metadata_map
     return int(meta["max_context"])
+
+
+class OnnxAdapter(RuntimeAdapter):
+    backend = "onnx"
+
+    def preload(self) -> None:
+        _import_onnxruntime()
+
+    def open(self, manifest: Manifest, *, threads: int | None = None) -> OnnxRuntime:
+        return OnnxRuntime(manifest.path("model"), threads=threads)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -77,9 +78,40 @@ def exported(backend: str, *args: str):
 
 def assert_quality(directory: Path, min_agreement: float, max_ppl_increase: float) -> None:
     """`verify` passes, with top-1 agreement and perplexity increase within the given bounds."""
-    from mobilellm_export.export.verify import verify_artifact
+    from mobilellm_export.verify import verify_artifact
 
     report = verify_artifact(directory, eval_tokens=2048)
     assert report.passed, [c for c in report.checks if c.passed is False]
     assert report.figures["agreement"] >= min_agreement
     assert report.figures["perplexity_increase"] <= max_ppl_increase
+
+
+_BLOCKER = '''
+import os, sys
+
+class _Blocker:
+    """Refuses the packages named in MOBILELLM_TEST_BLOCK, and everything below them."""
+    names = tuple(n for n in os.environ.get("MOBILELLM_TEST_BLOCK", "").split(",") if n)
+
+    def find_spec(self, name, path=None, target=None):
+        if any(name == b or name.startswith(b + ".") for b in self.names):
+            raise ImportError(f"{name} is blocked in this test")
+        return None
+
+sys.meta_path.insert(0, _Blocker())
+'''
+
+
+def run_blocked(tmp: Path, blocked: tuple[str, ...], *args: str) -> subprocess.CompletedProcess[str]:
+    """`mobilellm-export ARGS` in a fresh process (and its children) where importing any of
+    `blocked` fails: a sitecustomize on PYTHONPATH installs the blocker at interpreter start."""
+    import os
+    import sys
+
+    site = tmp / "blocker"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(_BLOCKER)
+    env = {**os.environ, "PYTHONPATH": str(site), "MOBILELLM_TEST_BLOCK": ",".join(blocked)}
+    exe = Path(sys.executable).parent / "mobilellm-export"
+    return subprocess.run([str(exe), "--quiet", *args], capture_output=True, text=True, env=env, timeout=600,
+                          cwd=tmp)

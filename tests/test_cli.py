@@ -9,7 +9,7 @@ import pytest
 
 from mobilellm_export.cli import main
 from mobilellm_export.model.sources import load_model
-from mobilellm_export.runtimes.eager import EagerRuntime
+from mobilellm_export.model.reference import EagerRuntime
 from mobilellm_export.runtimes.generate import generate
 
 EXE = Path(sys.executable).parent / "mobilellm-export"

@@ -15,7 +15,8 @@ def test_wheel_holds_only_the_mobilellm_export_package(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names}
     assert tops == {"mobilellm_export", next(t for t in tops if t.endswith(".dist-info"))}
-    for sub in ("model", "export", "quant", "runtimes", "benchmarks"):
+    for sub in ("model", "export", "quant", "runtimes", "benchmarks", "export/executorch", "export/onnx",
+                "export/coreml", "benchmarks/harness", "benchmarks/peers"):
         assert f"mobilellm_export/{sub}/__init__.py" in names
     for asset in ("model.safetensors", "tokenizer.json", "tokenizer_config.json", "config.json", "heldout.jsonl"):
         assert f"mobilellm_export/assets/tiny/{asset}" in names

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from mobilellm_export.benchmarks.compare import compare
-from mobilellm_export.benchmarks.runner_stats import parse_stats
+from mobilellm_export.benchmarks.harness.compare import compare
+from mobilellm_export.benchmarks.harness.runner_stats import parse_stats
 from mobilellm_export.cli import main
 
 from ..conftest import small_checkpoint_with_tokenizer

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mobilellm_export.cli import main
-from mobilellm_export.export.bundle import BUNDLE_DIR, BUNDLE_MANIFEST, bundle, schema, validate
+from mobilellm_export.bundle import BUNDLE_DIR, BUNDLE_MANIFEST, bundle, schema, validate
 from mobilellm_export.errors import UnsupportedError
 
 from ..conftest import small_checkpoint_with_tokenizer

@@ -11,16 +11,21 @@ import pytest
 import torch
 
 from mobilellm_export.cli import main
-from mobilellm_export.export.verify import verify_artifact
+from mobilellm_export.verify import verify_artifact
 from mobilellm_export.model.checkpoint import save_checkpoint
-from mobilellm_export.runtimes.artifacts import open_artifact
-from mobilellm_export.runtimes.eager import EagerRuntime
+from mobilellm_export.runtimes.registry import open_artifact
+from mobilellm_export.model.reference import EagerRuntime
 from mobilellm_export.runtimes.generate import generate
 
 from ..conftest import PROMPTS, cli_export, exported, random_model, small_config
 
 pytest.importorskip("coremltools")
-from mobilellm_export.export.coreml import CoreMLDecoder, causal_mask, inspect_storage, load_program  # noqa: E402
+from mobilellm_export.export.coreml import COMPUTE_UNITS  # noqa: E402
+from mobilellm_export.export.coreml.decoder import CoreMLDecoder  # noqa: E402
+from mobilellm_export.export.coreml.inspect import load_program  # noqa: E402
+from mobilellm_export.export.registry import get_backend  # noqa: E402
+from mobilellm_export.runtimes.coreml_runtime import _UNITS, causal_mask  # noqa: E402
+from mobilellm_export.runtimes.manifest import read_manifest  # noqa: E402
 
 ON_MACOS = platform.system() == "Darwin"
 macos = pytest.mark.skipif(not ON_MACOS, reason="Core ML executes only on macOS")
@@ -88,14 +93,17 @@ def test_ls_blocks_and_shared_embedding_are_single_weights(int8_small_ls):
     embedding = [op for op in quantized if op.name.startswith("p_embed_tokens")]
     assert len(embedding) == 1
     assert sorted(c.op_type for c in embedding[0].outputs[0].child_ops) == ["gather", "linear"]
-    storage = inspect_storage(directory, manifest)
-    assert storage["shared_matrix"]
-    assert abs(storage["buffer_bytes"] / (manifest["expected_weight_bytes"] + storage["non_weight_bytes"]) - 1) < 0.03
+    storage = get_backend("coreml").inspect_storage(read_manifest(directory))
+    assert storage.shared_matrix_once
+    assert abs(storage.stored_bytes / (manifest["expected_weight_bytes"] + storage.non_weight_bytes) - 1) < 0.03
 
 
 def test_manifest_records_scheme_and_compute_units(int4, int8_small_ls):
     manifest = json.loads((int4 / "manifest.json").read_text())
-    assert manifest["coreml"]["compute_units"] == "cpu_and_ne"
+    assert manifest["details"]["compute_units"] == "cpu_and_ne" and manifest["roles"] == {"package": "model.mlpackage"}
+    assert manifest["runtime"]["kv_cache_bytes_per_value"] == 2  # fp16 states
+    # What the exporter offers is what the runtime can load with.
+    assert set(COMPUTE_UNITS) == set(_UNITS)
     assert manifest["quantization"]["linear"] == {"bits": 4, "group_size": 32, "scale_bytes": 2}
     # The package's files are covered by the checksums, not just the top-level ones.
     assert any(name.startswith("model.mlpackage/") and name.endswith("weight.bin") for name in manifest["files"])

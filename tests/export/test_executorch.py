@@ -7,14 +7,15 @@ from pathlib import Path
 import pytest
 
 from mobilellm_export.cli import main
-from mobilellm_export.export.executorch_xnnpack import inspect_storage
-from mobilellm_export.export.verify import verify_artifact
+from mobilellm_export.export.registry import get_backend
+from mobilellm_export.verify import verify_artifact
 from mobilellm_export.model.checkpoint import save_checkpoint
-from mobilellm_export.runtimes.artifacts import open_artifact
-from mobilellm_export.runtimes.eager import EagerRuntime
+from mobilellm_export.runtimes.manifest import read_manifest
+from mobilellm_export.runtimes.registry import open_artifact
+from mobilellm_export.model.reference import EagerRuntime
 from mobilellm_export.runtimes.generate import generate
 
-from ..conftest import PROMPTS, assert_quality, cli_export, exported, random_model, small_config
+from ..conftest import PROMPTS, assert_quality, cli_export, exported, random_model, run_blocked, small_config
 
 pytest.importorskip("executorch")
 
@@ -79,12 +80,13 @@ def test_runner_metadata(fp32):
 def test_shared_embedding_is_stored_once(request, name):
     directory = request.getfixturevalue(name)
     manifest = json.loads((directory / "manifest.json").read_text())
-    storage = inspect_storage(directory, manifest)
+    storage = get_backend("executorch").inspect_storage(read_manifest(directory))
     # The lookup's constants and XNNPACK's output-projection blobs are one buffer each.
-    assert storage["shared_matrix"] and all(storage["shared_matrix"].values())
+    assert storage.shared_matrix_once
+    assert storage.shared_matrix_readers and all(storage.shared_matrix_readers.values())
     # The weights file holds unique parameters x bits + scales (plus the RoPE tables), exactly.
-    expected = manifest["expected_weight_bytes"] + storage["non_weight_bytes"]
-    assert abs(storage["buffer_bytes"] / expected - 1) < 0.01
+    expected = manifest["expected_weight_bytes"] + storage.non_weight_bytes
+    assert abs(storage.stored_bytes / expected - 1) < 0.01
     embedding = manifest["model"]["parameters"]["embedding"]
     bits = manifest["quantization"]["embedding"]["bits"]
     second_copy = embedding * bits / 8
@@ -123,7 +125,8 @@ def test_manifest_records_what_was_built(q8da4w):
     assert quant["name"] == "8da4w" and quant["linear"] == {"bits": 4, "group_size": 32, "scale_bytes": 2}
     assert quant["embedding"]["bits"] == 4 and quant["dynamic_activations"] is True
     assert manifest["runtime"] == {"max_context": 256, "vocab_size": 4096, "bos_id": 1, "eos_ids": [2],
-                                   "tokenizer": "tokenizer.json"}
+                                   "tokenizer": "tokenizer.json", "kv_cache_bytes_per_value": 4}
+    assert manifest["roles"] == {"program": "model.pte", "data": "model.ptd"}
     assert set(manifest["files"]) == {"model.pte", "model.ptd", "tokenizer.json", "tokenizer_config.json"}
     assert {"torch", "executorch", "torchao"} <= set(manifest["versions"])
     assert manifest["model"]["parameters"]["unique"] == 2_754_624
@@ -134,3 +137,19 @@ def test_generate_cli_runs_an_artifact(fp32, capsys):
                  "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["runtime"] == "executorch-xnnpack" and len(result["token_ids"]) >= 1
+
+
+def test_executorch_artifacts_run_without_the_lowering_stack(fp32, tmp_path):
+    """generate, verify and bench open the .pte through executorch.runtime alone: the XNNPACK
+    partitioner, torchao and coremltools cannot even be imported. (executorch.runtime itself
+    imports parts of executorch.exir; that is ExecuTorch's own layering.)"""
+    blocked = ("executorch.backends.xnnpack", "torchao", "coremltools")
+    gen = run_blocked(tmp_path, blocked, "generate", str(fp32), "--prompt", "The default value is",
+                      "--max-new-tokens", "8", "--json")
+    assert gen.returncode == 0, gen.stderr
+    assert json.loads(gen.stdout)["runtime"] == "executorch-xnnpack"
+    ver = run_blocked(tmp_path, blocked, "verify", str(fp32), "--eval-tokens", "256")
+    assert ver.returncode == 0 and "result: passed" in ver.stdout, ver.stdout + ver.stderr
+    bench = run_blocked(tmp_path, blocked, "bench", str(fp32), "--repeats", "1", "--prompt-lengths", "16",
+                        "--new-tokens", "4", "--no-quality")
+    assert bench.returncode == 0, bench.stdout + bench.stderr

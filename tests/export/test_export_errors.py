@@ -9,7 +9,8 @@ import pytest
 from mobilellm_export.cli import main
 from mobilellm_export.errors import MissingDependencyError
 from mobilellm_export.export import pipeline
-from mobilellm_export.export.registry import ExportRequest, get_backend
+from mobilellm_export.export.contract import ExportRequest
+from mobilellm_export.export.registry import get_backend
 from mobilellm_export.model.sources import load_model
 from mobilellm_export.quant.schemes import get_scheme
 
@@ -48,16 +49,16 @@ def test_existing_output_is_refused_without_overwrite(tmp_path):
 
 
 def test_a_failing_export_leaves_nothing_behind(tmp_path, monkeypatch):
-    module = get_backend("executorch").load()
+    backend = get_backend("executorch")
 
     def broken(model, request, out_dir, progress):
         (out_dir / "model.pte").write_bytes(b"half")
         raise MissingDependencyError("simulated failure halfway")
 
-    monkeypatch.setattr(module, "export", broken)
+    monkeypatch.setattr(backend, "export", broken)
     loaded = load_model(None)
     with pytest.raises(MissingDependencyError):
-        pipeline.export_artifact(loaded, ExportRequest("executorch", get_scheme("fp32"), 64), tmp_path / "a")
+        pipeline.export_artifact(loaded, backend, ExportRequest(get_scheme("fp32"), 64), tmp_path / "a")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -9,13 +9,16 @@ import pytest
 import torch
 
 from mobilellm_export.cli import main
-from mobilellm_export.export.onnx_ort import dequantize_blockwise, inspect_storage, quantize_blockwise
+from mobilellm_export.export.onnx.weights import dequantize_blockwise, quantize_blockwise
+from mobilellm_export.export.registry import get_backend
 from mobilellm_export.model.checkpoint import save_checkpoint
 from mobilellm_export.model.sources import load_model
 from mobilellm_export.quant.schemes import WeightFormat
-from mobilellm_export.runtimes.artifacts import open_artifact
-from mobilellm_export.runtimes.eager import EagerRuntime
+from mobilellm_export.runtimes.manifest import read_manifest
+from mobilellm_export.runtimes.registry import open_artifact
+from mobilellm_export.model.reference import EagerRuntime
 from mobilellm_export.runtimes.generate import generate
+from mobilellm_export.verify import verify_artifact
 
 from ..conftest import PROMPTS, assert_quality, cli_export, exported, random_model, small_config
 
@@ -86,16 +89,21 @@ def test_onnx_checker_passes_with_full_checking(fp32, int4):
 def test_shared_embedding_is_stored_once(request, name):
     directory = request.getfixturevalue(name)
     manifest = json.loads((directory / "manifest.json").read_text())
-    storage = inspect_storage(directory, manifest)
-    (readers,) = storage["shared_matrix"].values()
+    storage = get_backend("onnx").inspect_storage(read_manifest(directory))
+    assert storage.shared_matrix_once
+    (readers,) = storage.shared_matrix_readers.values()
     assert sorted(readers)[0] == "embed/Gather" and len(readers) == 2  # lookup + output projection
     # Only the shared matrix (and, quantized, its scales) has a vocabulary-sized first dimension:
     # no stale float copy after quantization.
-    assert len(storage["vocab_sized"]) == (1 if name == "fp32" else 2)
-    expected = manifest["expected_weight_bytes"] + storage["non_weight_bytes"]
-    assert abs(storage["buffer_bytes"] / expected - 1) < 0.01
+    vocab = manifest["model"]["config"]["vocab_size"]
+    proto = onnx.load(str(directory / "model.onnx"))
+    vocab_sized = [t.name for t in proto.graph.initializer if t.dims and t.dims[0] == vocab]
+    assert len(vocab_sized) == (1 if name == "fp32" else 2)
+    expected = manifest["expected_weight_bytes"] + storage.non_weight_bytes
+    assert abs(storage.stored_bytes / expected - 1) < 0.01
     second_copy = manifest["model"]["parameters"]["embedding"] * manifest["quantization"]["embedding"]["bits"] / 8
-    assert storage["file_bytes"] < expected + 0.5 * second_copy
+    file_bytes = sum(p.stat().st_size for p in directory.glob("model.onnx*"))
+    assert file_bytes < expected + 0.5 * second_copy
 
 
 @pytest.mark.parametrize("bits", [4, 8])
@@ -153,3 +161,20 @@ def test_unsupported_choices_fail_cleanly(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "does not divide" in err[0]
     assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())
+
+
+def test_verify_finds_the_reference_from_any_directory(tmp_path, monkeypatch):
+    """The manifest records a checkpoint typed as a relative path by its absolute path, so
+    verify loads the same reference wherever it runs; another model is refused by architecture."""
+    save_checkpoint(random_model(small_config(max_seq_len=64)), tmp_path / "ckpt")
+    monkeypatch.chdir(tmp_path)
+    directory = export(Path("out"), "--model", "ckpt", "--quant", "fp32")
+    manifest = json.loads((directory / "manifest.json").read_text())
+    assert manifest["model"]["source"] == str((tmp_path / "ckpt").resolve())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert verify_artifact(tmp_path / directory, eval_tokens=128).passed
+    save_checkpoint(random_model(small_config(max_seq_len=64, n_layers=2)), tmp_path / "other")
+    report = verify_artifact(tmp_path / directory, model=str(tmp_path / "other"), eval_tokens=128)
+    assert not report.passed and [c.name for c in report.checks if c.passed is False] == ["reference"]

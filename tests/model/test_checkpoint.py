@@ -7,11 +7,10 @@ import pytest
 import torch
 
 from mobilellm_export.errors import CheckpointError
-from mobilellm_export.model.checkpoint import load_checkpoint, save_checkpoint
-from mobilellm_export.runtimes.eager import EagerRuntime
+from mobilellm_export.model.checkpoint import load_checkpoint
+from mobilellm_export.model.reference import EagerRuntime
 from mobilellm_export.runtimes.generate import generate
 
-from ..conftest import random_model, small_config
 
 transformers = pytest.importorskip("transformers")
 

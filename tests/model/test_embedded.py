@@ -8,9 +8,10 @@ import pytest
 from mobilellm_export.model import corpus
 from mobilellm_export.model.checkpoint import read_config
 from mobilellm_export.model.config import get_preset
-from mobilellm_export.model.evaluate import heldout_windows, oracle_unigram_perplexity, score
+from mobilellm_export.model.heldout import heldout_windows, oracle_unigram_perplexity
+from mobilellm_export.runtimes.scoring import score
 from mobilellm_export.model.sources import embedded_dir, load_model
-from mobilellm_export.runtimes.eager import EagerRuntime
+from mobilellm_export.model.reference import EagerRuntime
 from mobilellm_export.runtimes.generate import generate
 
 

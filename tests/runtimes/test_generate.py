@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from mobilellm_export.errors import GenerationError
-from mobilellm_export.runtimes.eager import EagerRuntime
+from mobilellm_export.model.reference import EagerRuntime
 from mobilellm_export.runtimes.generate import Sampling, TextStream, generate, pick_token
 
 from ..conftest import random_model, small_config

@@ -1,0 +1,107 @@
+"""One artifact, measured in its own process (run by run.py; prints one JSON line).
+
+    python -m mobilellm_export.benchmarks.harness.child ARTIFACT_DIR --threads 2 --prompt-lengths 32,128
+        --new-tokens 64 --repeats 5 [--quality --eval-tokens 1024]
+
+Speed mode: load time, resident memory after load, then per prompt length a warm-up and
+`repeats` runs of prefill + greedy decode (time to first token, prefill tokens/s, decode
+tokens/s), resident memory after generation and the process's peak. Quality mode (a separate
+process, so the reference model never counts in the memory figures): perplexity on the embedded
+model's held-out text and top-1 agreement with the fp32 eager reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+
+def rss_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def measure_speed(directory: Path, prompt_lengths: list[int], new_tokens: int, repeats: int,
+                  threads: int | None) -> dict[str, Any]:
+    # The runtime side only: measuring an artifact never loads the exporter.
+    from mobilellm_export.runtimes.manifest import read_manifest
+    from mobilellm_export.runtimes.registry import adapter_for, open_artifact
+    from mobilellm_export.runtimes.timing import alternating_rounds, summary, synthetic_prompt, time_decode
+
+    manifest = read_manifest(directory)
+    settings = manifest.runtime
+    adapter_for(manifest).preload()
+    before = rss_bytes()
+    start = time.perf_counter()
+    runtime = open_artifact(directory, threads=threads).runtime
+    load_s = time.perf_counter() - start
+    after_load = rss_bytes()
+    per_length: dict[str, Any] = {}
+    for length in prompt_lengths:
+        if length + new_tokens > runtime.max_context:
+            per_length[str(length)] = {"skipped": f"{length} + {new_tokens} tokens exceed the context {runtime.max_context}"}
+            continue
+        prompt = synthetic_prompt(length, vocab_size=settings.vocab_size, bos_id=settings.bos_id)
+        # The first token comes from the prefill; the other new_tokens - 1 are decode steps.
+        runs = alternating_rounds({"run": lambda: time_decode(runtime, prompt, new_tokens - 1)}, repeats)["run"]
+        prefill = [p for p, _ in runs]
+        per_length[str(length)] = {"ttft_s": summary([length / rate for rate in prefill]),
+                                   "prefill_tokens_per_s": summary(prefill),
+                                   "decode_tokens_per_s": summary([d for _, d in runs])}
+    return {
+        "runtime": runtime.name, "load_s": load_s,
+        "rss_after_load_bytes": after_load - before, "rss_after_generation_bytes": rss_bytes() - before,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "prompt_lengths": per_length, "max_context": runtime.max_context,
+    }
+
+
+def measure_quality(directory: Path, eval_tokens: int) -> dict[str, Any]:
+    from mobilellm_export.verify import verify_artifact
+
+    report = verify_artifact(directory, eval_tokens=eval_tokens)
+    figures = report.figures
+    out: dict[str, Any] = {"verify_passed": report.passed}
+    if "perplexity" in figures:
+        out.update(perplexity=figures["perplexity"], reference_perplexity=figures["reference_perplexity"],
+                   agreement=figures["agreement"], positions=figures["positions"])
+    else:
+        out["note"] = "synthetic weights: perplexity and agreement are not meaningful and are not reported"
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("artifact", type=Path)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--prompt-lengths", default="32,128")
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quality", action="store_true")
+    parser.add_argument("--eval-tokens", type=int, default=1024)
+    args = parser.parse_args()
+
+    import torch
+
+    from mobilellm_export.quiet import quiet_third_party
+
+    quiet_third_party()
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    if args.quality:
+        result = measure_quality(args.artifact, args.eval_tokens)
+    else:
+        lengths = [int(x) for x in args.prompt_lengths.split(",") if x]
+        result = measure_speed(args.artifact, lengths, args.new_tokens, args.repeats, args.threads)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

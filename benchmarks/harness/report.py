@@ -1,0 +1,89 @@
+"""Reports of a `bench` run: a Markdown table and PNG plots (matplotlib, headless)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mobilellm_export.table import format_table
+
+from .compare import artifact_key
+
+HEADERS = ["artifact", "backend", "scheme", "size MB", "load s", "TTFT ms", "prefill tok/s", "decode tok/s",
+           "RSS after load MB", "RSS after gen MB", "perplexity", "agreement", "% of bandwidth"]
+
+
+def _median(speed: dict[str, Any], length: str, key: str) -> float | None:
+    return speed.get("prompt_lengths", {}).get(length, {}).get(key, {}).get("median")
+
+
+def rows(results: dict[str, Any]) -> list[list[object]]:
+    length = str(results["settings"]["prompt_lengths"][0])
+    out = []
+    for a in results["artifacts"]:
+        speed, quality, limit = a.get("speed", {}), a.get("quality", {}), a.get("physical_limit") or {}
+        ttft = _median(speed, length, "ttft_s")
+        rss = speed.get("rss_after_load_bytes")
+        gen = speed.get("rss_after_generation_bytes")
+        out.append([artifact_key(a["artifact"]), a["backend"], a["scheme"], a["size_bytes"] / 1e6, speed.get("load_s"),
+                    ttft * 1000 if ttft is not None else None, _median(speed, length, "prefill_tokens_per_s"),
+                    _median(speed, length, "decode_tokens_per_s"), rss / 1e6 if rss is not None else None,
+                    gen / 1e6 if gen is not None else None, quality.get("perplexity"), quality.get("agreement"),
+                    100 * limit["fraction"] if "fraction" in limit else None])
+    return out
+
+
+def markdown(results: dict[str, Any]) -> str:
+    m, s = results["machine"], results["settings"]
+    lines = [
+        f"Target {results['target']}: {m['cpu']}, {m['logical_cores']} logical cores, {s['threads']} threads; "
+        f"memory bandwidth {results['bandwidth']['bytes_per_s'] / 1e9:.1f} GB/s ({results['bandwidth']['method']}).",
+        f"Prompt {s['prompt_lengths'][0]} tokens (TTFT, prefill), {s['new_tokens']} new tokens (decode); "
+        f"median of {s['repeats']} runs after {s['warmup_runs']} warm-up; each artifact in its own process.",
+        "",
+        format_table(HEADERS, rows(results), markdown=True),
+        "",
+    ]
+    for a in results["artifacts"]:
+        if "skipped" in a:
+            lines.append(f"- {artifact_key(a['artifact'])}: not measured: {a['skipped']}")
+        elif a.get("quality", {}).get("note"):
+            lines.append(f"- {artifact_key(a['artifact'])}: {a['quality']['note']}")
+    return "\n".join(lines) + "\n"
+
+
+def plots(results: dict[str, Any], directory: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    directory.mkdir(parents=True, exist_ok=True)
+    measured = [r for r in rows(results) if r[7] is not None]
+    written = []
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in measured:
+        ax.scatter(r[3], r[7], s=40)
+        ax.annotate(r[0], (r[3], r[7]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    ax.set_xlabel("artifact size (MB)")
+    ax.set_ylabel("decode tokens/s")
+    ax.set_title("decode speed vs size")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    written.append(directory / "decode_vs_size.png")
+    fig.savefig(written[-1], dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    names = [r[0] for r in measured]
+    ax.barh(names, [r[8] or 0 for r in measured], label="after load")
+    ax.barh(names, [(r[9] or 0) - (r[8] or 0) for r in measured], left=[r[8] or 0 for r in measured],
+            label="added by generation")
+    ax.set_xlabel("resident memory (MB)")
+    ax.set_title("memory per artifact")
+    ax.legend()
+    fig.tight_layout()
+    written.append(directory / "memory.png")
+    fig.savefig(written[-1], dpi=120)
+    plt.close(fig)
+    return written

@@ -1,0 +1,168 @@
+"""`mobilellm-export bench`: latency, memory and quality of artifacts, whatever backend wrote them.
+
+Every artifact is measured in child processes of its own (child.py on the host;
+ExecuTorch's runner binary on an adb device), so figures never mix: one process for speed and
+memory, another for quality. The run also measures the machine's memory bandwidth with a short
+copy probe and sets each artifact's decode speed against it: bytes read per decoded token
+(weights + the KV cache read at the mean position) x tokens/s, as a fraction of what the memory
+system moved in the probe.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mobilellm_export.errors import MobileLLMError, UnsupportedError
+from mobilellm_export.model.config import MobileLLMConfig
+from mobilellm_export.runtimes.manifest import Manifest, read_manifest
+from mobilellm_export.runtimes.registry import adapter_for
+from mobilellm_export.runtimes.timing import alternating_rounds
+from mobilellm_export.versions import library_versions
+
+from .. import results as result_files
+
+KIND = "bench"
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    target: str = "host"  # host | adb
+    threads: int = 2
+    prompt_lengths: tuple[int, ...] = (32, 128)
+    new_tokens: int = 64
+    repeats: int = 5
+    quality: bool = True
+    eval_tokens: int = 1024
+    runner: Path | None = None  # adb: ExecuTorch's llama runner binary built for Android
+
+
+class BenchError(MobileLLMError):
+    """A measurement that could not be taken (the child's error is in the message)."""
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {"cpu": cpu, "logical_cores": os.cpu_count(), "system": f"{platform.system()} {platform.release()}",
+            "python": platform.python_version(), "versions": library_versions()}
+
+
+def bandwidth_probe(megabytes: int = 256, repeats: int = 5) -> dict[str, float]:
+    """Memory bandwidth by timing a large array copy (read + write = 2 x size bytes moved)."""
+    import numpy as np
+
+    src = np.ones(megabytes * (1 << 20) // 8, dtype=np.float64)
+    dst = np.empty_like(src)
+
+    def copy() -> float:
+        start = time.perf_counter()
+        np.copyto(dst, src)
+        return time.perf_counter() - start
+
+    best = min(alternating_rounds({"copy": copy}, repeats, warmup=0)["copy"])
+    return {"bytes_per_s": 2 * src.nbytes / best, "probe_bytes": 2 * src.nbytes, "method": "numpy copy, best of 5"}
+
+
+def read_results(path: Path) -> dict[str, Any]:
+    """An earlier `bench --json` file (for --results and --compare)."""
+    return result_files.read(path, KIND)
+
+
+def kv_bytes_per_token(manifest: Manifest, position: float) -> float:
+    """Bytes of KV cache one decode step reads at `position` (keys and values of every executed
+    block up to that position, at the runtime's cache precision)."""
+    config = MobileLLMConfig.from_dict(manifest.model.config)
+    return 2 * config.n_executed_layers * config.kv_dim * manifest.runtime.kv_cache_bytes_per_value * position
+
+
+def run_child(args: list[str], log: Path) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, "-m", "mobilellm_export.benchmarks.harness.child", *args],
+                          capture_output=True, text=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(proc.stdout + proc.stderr)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise BenchError(f"measuring {args[0]} failed: {tail} (log: {log})")
+    return json.loads(lines[-1])
+
+
+def bench_artifact(directory: Path, options: BenchOptions, logs: Path, bandwidth: float) -> dict[str, Any]:
+    manifest = read_manifest(directory)
+    entry: dict[str, Any] = {
+        "artifact": str(directory), "backend": manifest.backend, "scheme": manifest.quantization["name"],
+        "quantization": manifest.quantization, "model": manifest.model.label,
+        "synthetic_weights": manifest.model.synthetic, "size_bytes": manifest.total_bytes,
+    }
+    unavailable = adapter_for(manifest).unavailable()
+    if unavailable:
+        entry["skipped"] = unavailable
+        return entry
+    name = directory.name
+    if options.target == "adb":
+        from .adb import bench_on_device
+
+        entry["speed"] = bench_on_device(directory, manifest, options, logs / f"{name}-adb.log")
+    else:
+        entry["speed"] = run_child([str(directory), "--threads", str(options.threads),
+                                    "--prompt-lengths", ",".join(map(str, options.prompt_lengths)),
+                                    "--new-tokens", str(options.new_tokens), "--repeats", str(options.repeats)],
+                                   logs / f"{name}-speed.log")
+    if options.quality and manifest.model.synthetic:
+        entry["quality"] = {"note": "synthetic weights: perplexity and agreement are not meaningful and were not measured"}
+    elif options.quality:
+        entry["quality"] = run_child([str(directory), "--quality", "--eval-tokens", str(options.eval_tokens)],
+                                     logs / f"{name}-quality.log")
+    entry["physical_limit"] = physical_limit(manifest, entry["speed"], options, bandwidth)
+    return entry
+
+
+def physical_limit(manifest: Manifest, speed: dict[str, Any], options: BenchOptions,
+                   bandwidth: float) -> dict[str, Any] | None:
+    """Achieved bytes/s of the decode at the first prompt length against the probe's bandwidth."""
+    length = str(options.prompt_lengths[0])
+    figures = speed.get("prompt_lengths", {}).get(length, {})
+    if "decode_tokens_per_s" not in figures:
+        return None
+    mean_position = int(length) + options.new_tokens / 2
+    # The stored weights (each shared matrix once) are read once per token.
+    per_token = manifest.expected_weight_bytes + kv_bytes_per_token(manifest, mean_position)
+    achieved = per_token * figures["decode_tokens_per_s"]["median"]
+    return {"bytes_per_token": per_token, "achieved_bytes_per_s": achieved, "bandwidth_bytes_per_s": bandwidth,
+            "fraction": achieved / bandwidth, "prompt_length": int(length)}
+
+
+def run_bench(directories: list[Path], options: BenchOptions, logs: Path, progress: Any = None) -> dict[str, Any]:
+    if options.target not in ("host", "adb"):
+        raise UnsupportedError(f"unknown --target {options.target!r}; choose host or adb")
+    if options.target == "adb":
+        from .adb import require_device
+
+        require_device()  # one clear error before any work when no device is attached
+    for directory in directories:
+        read_manifest(directory)  # every argument is an artifact, or one clear error now
+    say = progress.step if progress is not None else (lambda message: None)
+    say("measuring memory bandwidth (copy probe)")
+    bandwidth = bandwidth_probe()
+    results = []
+    for directory in directories:
+        say(f"measuring {directory} ({options.target})")
+        results.append(bench_artifact(Path(directory), options, logs, bandwidth["bytes_per_s"]))
+    return {**result_files.header(KIND), "target": options.target, "machine": machine(), "bandwidth": bandwidth,
+            "settings": {"threads": options.threads, "prompt_lengths": list(options.prompt_lengths),
+                         "new_tokens": options.new_tokens, "repeats": options.repeats, "warmup_runs": 1,
+                         "statistic": "median (min/max kept)", "eval_tokens": options.eval_tokens},
+            "artifacts": results}

@@ -1,0 +1,214 @@
+"""The module ExecuTorch exports: MobileLLM over ExecuTorch's LLM custom ops, with the shared
+matrix's lookup built over the bytes XNNPACK stores for the output projection (see the package
+docstring), and torchao's quantization of the linear layers."""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import partial
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mobilellm_export.errors import UnsupportedError
+from mobilellm_export.model.modeling import MobileLLM, RMSNorm, run_blocks
+from mobilellm_export.quant.schemes import QuantScheme, WeightFormat
+
+
+# -- the exported module -------------------------------------------------------------------------
+
+class CustomOpCache(nn.Module):
+    """One executed block's cache, [1, max_context, kv_heads, head_dim], in ExecuTorch's custom ops."""
+
+    def __init__(self, max_context: int, n_kv_heads: int, head_dim: int) -> None:
+        super().__init__()
+        shape = (1, max_context, n_kv_heads, head_dim)
+        self.register_buffer("k_cache", torch.zeros(shape), persistent=False)
+        self.register_buffer("v_cache", torch.zeros(shape), persistent=False)
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, *, start: int) -> Tensor:
+        torch.ops.llama.update_cache(k, self.k_cache, start)
+        torch.ops.llama.update_cache(v, self.v_cache, start)
+        # Causal from `start`: query i attends cache positions 0..start+i; handles GQA natively.
+        return torch.ops.llama.custom_sdpa(q, self.k_cache, self.v_cache, start, None, 0.0, True)
+
+
+class FloatLookup(nn.Module):
+    def __init__(self, weight: nn.Parameter) -> None:
+        super().__init__()
+        self.weight = weight  # the very Parameter the output projection reads
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return F.embedding(tokens, self.weight)
+
+
+class Int8Lookup(nn.Module):
+    """Rows of the output projection's int8 weight and fp32 per-row scales, as XNNPACK stores them."""
+
+    def __init__(self, qdata: Tensor, scales: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("qdata", qdata)
+        self.register_buffer("scales", scales)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return torch.ops.quantized_decomposed.embedding_byte.dtype(
+            self.qdata, self.scales, None, -128, 127, tokens, dtype=torch.float32)
+
+
+class Int4Lookup(nn.Module):
+    """Rows of the output projection's int4 weight in XNNPACK's packing, with its bf16 scales.
+
+    XNNPACK packs element 2k in the low nibble and 2k+1 in the high one (offset by 8);
+    ExecuTorch's embedding_4bit kernel reads the high nibble first, so its output comes back with
+    each pair swapped, which one cheap flip on the looked-up rows undoes. Groups (32 wide) hold
+    whole pairs, so every value still meets its own scale.
+    """
+
+    def __init__(self, packed: Tensor, scales: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("packed", packed)
+        self.register_buffer("scales", scales)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        rows = torch.ops.quantized_decomposed.embedding_4bit.dtype(
+            self.packed, self.scales, None, -8, 7, tokens, dtype=torch.float32)
+        return rows.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
+
+
+def pack_int4_like_xnnpack(qdata: Tensor) -> Tensor:
+    """int4 values [-8, 7] as int8 [rows, cols] -> uint8 [rows, cols/2], XNNPACK's byte layout."""
+    u = (qdata.to(torch.int16) + 8).to(torch.uint8)
+    return (u[:, 1::2] << 4) | u[:, ::2]
+
+
+# XNNPACK takes linear layers, elementwise ops and reshapes with one inferred dimension, but not
+# a mean over the last dimension nor slices of a dynamically shaped tensor. RMSNorm and RoPE are
+# therefore written with linear layers here, which keeps each executed block in one XNNPACK
+# partition instead of five (fewer delegate calls per token, no portable-kernel hops).
+
+class LinearRMSNorm(nn.Module):
+    """RMSNorm whose mean of squares is a linear layer with weights 1/dim (same weight Parameter)."""
+
+    def __init__(self, norm: RMSNorm) -> None:
+        super().__init__()
+        self.weight = norm.weight
+        self.eps = norm.eps
+        dim = norm.weight.shape[0]
+        self.register_buffer("averager", torch.full((1, dim), 1.0 / dim), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * torch.rsqrt(F.linear(x * x, self.averager) + self.eps) * self.weight
+
+
+def rotate_half_matrix(head_dim: int) -> Tensor:
+    """R with x @ R.T == rotate_half(x) = cat(-x[half:], x[:half]); exact (entries are 0 and +-1)."""
+    half = head_dim // 2
+    eye = torch.eye(half)
+    zero = torch.zeros(half, half)
+    return torch.cat((torch.cat((zero, -eye), 1), torch.cat((eye, zero), 1)), 0)
+
+
+class ExecuTorchDecoder(nn.Module):
+    """MobileLLM as the ExecuTorch LLM runner expects it; shares every weight with `model`."""
+
+    def __init__(self, model: MobileLLM, max_context: int, lookup: nn.Module, lm_head: nn.Linear) -> None:
+        super().__init__()
+        config = model.config
+        self.order = config.execution_order
+        self.max_context = max_context
+        for layer in model.layers:
+            layer.input_layernorm = LinearRMSNorm(layer.input_layernorm)
+            layer.post_attention_layernorm = LinearRMSNorm(layer.post_attention_layernorm)
+        self.layers = model.layers
+        self.norm = LinearRMSNorm(model.norm)
+        self.lookup = lookup
+        self.lm_head = lm_head
+        self.caches = nn.ModuleList(
+            CustomOpCache(max_context, config.n_kv_heads, config.head_dim) for _ in range(config.n_executed_layers)
+        )
+        # [positions, 1, head_dim]: broadcasts over heads without an unsqueeze in the graph.
+        self.register_buffer("rope_cos", model.rope_cos[:max_context, None, :].clone(), persistent=False)
+        self.register_buffer("rope_sin", model.rope_sin[:max_context, None, :].clone(), persistent=False)
+        self.register_buffer("rotate", rotate_half_matrix(config.head_dim), persistent=False)
+
+    def forward(self, tokens: Tensor, input_pos: Tensor) -> Tensor:
+        n = tokens.shape[1]
+        start = input_pos[0].item()
+        torch._check(start >= 0)
+        torch._check(start + n <= self.max_context)
+        cos = self.rope_cos.narrow(0, start, n)
+        sin = self.rope_sin.narrow(0, start, n)
+
+        def rope(x: Tensor) -> Tensor:
+            return x * cos + F.linear(x, self.rotate) * sin
+
+        attends = [partial(cache.attend, start=start) for cache in self.caches]
+        x = run_blocks(self.layers, self.order, self.lookup(tokens), rope, attends)
+        # Only the last position's logits are needed: normalise and project that row alone.
+        return self.lm_head(self.norm(x[:, -1, :]))
+
+
+# -- quantization --------------------------------------------------------------------------------
+
+def _torchao_config(fmt: WeightFormat) -> Any:
+    """The torchao config for linear weights stored as `fmt` with int8 dynamic activations
+    (see stored_scheme); None leaves them float."""
+    from torchao.quantization import Int8DynamicActivationIntxWeightConfig
+    from torchao.quantization.granularity import PerAxis, PerGroup
+
+    if fmt.is_float:
+        return None
+    granularity = PerAxis(0) if fmt.group_size is None else PerGroup(fmt.group_size)
+    return Int8DynamicActivationIntxWeightConfig(weight_dtype=getattr(torch, f"int{fmt.bits}"),
+                                                 weight_granularity=granularity)
+
+
+def _quantize_blocks(model: MobileLLM, scheme: QuantScheme) -> None:
+    from torchao.quantization import quantize_
+
+    config = _torchao_config(scheme.linear)
+    if config is not None:
+        quantize_(model.layers, config, filter_fn=lambda module, fqn: isinstance(module, nn.Linear))
+
+
+def shared_matrix_modules(model: MobileLLM, fmt: WeightFormat) -> tuple[nn.Module, nn.Linear]:
+    """The lookup and the output projection over one stored matrix in format `fmt`."""
+    from torchao.quantization import quantize_
+
+    lm_head = nn.Linear(model.config.dim, model.config.vocab_size, bias=False)
+    if fmt.is_float:
+        lm_head.weight = model.embed_tokens.weight  # the same Parameter: one constant
+        return FloatLookup(lm_head.weight), lm_head
+    lm_head.weight = nn.Parameter(model.embed_tokens.weight.detach().clone(), requires_grad=False)
+    quantize_(lm_head, _torchao_config(fmt))
+    weight = lm_head.weight
+    if torch.count_nonzero(weight.zero_point):
+        raise UnsupportedError("the shared embedding must be quantized symmetrically")
+    if fmt.bits == 8:
+        return Int8Lookup(weight.qdata, weight.scale.reshape(-1).to(torch.float32)), lm_head
+    if model.config.dim % 2 or (fmt.group_size or model.config.dim) % 2:
+        raise UnsupportedError("int4 shared embedding needs an even width and group size")
+    return Int4Lookup(pack_int4_like_xnnpack(weight.qdata), weight.scale.to(torch.bfloat16)), lm_head
+
+
+def stored_scheme(scheme: QuantScheme) -> QuantScheme:
+    """The scheme as this backend stores it. XNNPACK keeps group scales in bf16, and runs every
+    integer linear with int8 dynamically quantized activations: torchao's int8 *weight-only*
+    linear lowers to XNNPACK without error but computes wrong results there (ExecuTorch 1.5.1),
+    while qd8 x qc8w uses the same per-channel int8 weights exactly."""
+    def stored(fmt: WeightFormat) -> WeightFormat:
+        return dataclasses.replace(fmt, scale_bytes=2) if fmt.group_size is not None and not fmt.is_float else fmt
+    dynamic = not (scheme.linear.is_float and scheme.embedding.is_float)
+    return dataclasses.replace(scheme, linear=stored(scheme.linear), embedding=stored(scheme.embedding),
+                               dynamic_activations=dynamic)
+
+
+def build_decoder(model: MobileLLM, scheme: QuantScheme, max_context: int) -> ExecuTorchDecoder:
+    """Quantize `model` in place per the scheme and wrap it for export."""
+    if not model.config.share_embedding:
+        raise UnsupportedError("the executorch backend expects a shared embedding (every MobileLLM has one)")
+    _quantize_blocks(model, scheme)
+    lookup, lm_head = shared_matrix_modules(model, scheme.embedding)
+    return ExecuTorchDecoder(model, max_context, lookup, lm_head).eval()
