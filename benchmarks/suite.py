@@ -24,7 +24,7 @@ from .synthetic import write_synthetic_checkpoint
 
 PRESETS = ("125M", "125M-LS")
 # (backend, scheme) of the suite: each backend's smallest scheme and ONNX's int8 too.
-SUITE = (("executorch", "8da4w"), ("onnx", "int4"), ("onnx", "int8"), ("coreml", "int4"))
+SUITE = (("executorch", "int4"), ("onnx", "int4"), ("onnx", "int8"), ("coreml", "int4"))
 CONTEXT = 1024
 
 

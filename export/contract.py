@@ -20,13 +20,15 @@ from mobilellm_export.quant.schemes import QuantScheme
 
 if TYPE_CHECKING:  # torch-heavy; only annotations name them
     from mobilellm_export.model.modeling import MobileLLM
+    from mobilellm_export.quant.stage import QuantizedModel
     from mobilellm_export.runtimes.manifest import Manifest
 
 
 @dataclass(frozen=True)
 class ExportRequest:
-    scheme: QuantScheme  # as requested; the backend reports what it stored
+    scheme: QuantScheme  # as requested; the backend reports how it stored it
     max_context: int
+    method: str = "rtn"  # how the quantization stage chooses codes (quant/methods.py)
     compute_units: str | None = None  # for backends that take it: the units apps should load with
 
 
@@ -77,8 +79,10 @@ class Backend(ABC):
                 raise MissingDependencyError(f"the {self.name} backend needs {self.install_hint}: {exc}") from None
 
     @abstractmethod
-    def export(self, model: MobileLLM, request: ExportRequest, out_dir: Path, progress: Progress) -> ExportResult:
-        """Write the artifact's files into out_dir. `model` is this export's own copy."""
+    def export(self, model: MobileLLM, quantized: QuantizedModel, request: ExportRequest, out_dir: Path,
+               progress: Progress) -> ExportResult:
+        """Write the artifact's files into out_dir: the float parts from `model` (this export's own
+        copy), every quantized matrix from the stage's codes in `quantized`, never rounded again."""
 
     @abstractmethod
     def inspect_storage(self, manifest: Manifest) -> StorageReport:

@@ -10,7 +10,9 @@ from typing import Any
 from mobilellm_export.errors import UnsupportedError
 from mobilellm_export.model.sources import LoadedModel
 from mobilellm_export.progress import Progress
-from mobilellm_export.quant.schemes import expected_weight_bytes
+from mobilellm_export.quant.calibration import Calibration, calibration
+from mobilellm_export.quant.schemes import QuantScheme, expected_weight_bytes
+from mobilellm_export.quant.stage import QuantizedModel, quantize
 from mobilellm_export.runtimes.tokenizer import TOKENIZER_FILES
 
 from .contract import Backend, ExportRequest
@@ -20,25 +22,59 @@ from .writer import write_artifact
 _TOKENIZER_COMPANIONS = ("tokenizer_config.json",)
 
 
+class Quantizer:
+    """The quantization stage for one loaded model: codes computed once per scheme and method,
+    whichever backends serialize them."""
+
+    def __init__(self, loaded: LoadedModel, progress: Progress, *, calibration_file: Path | None = None) -> None:
+        self.loaded, self.progress, self.calibration_file = loaded, progress, calibration_file
+        self._done: dict[tuple[QuantScheme, str], QuantizedModel] = {}
+        self._calibration: Calibration | None = None
+
+    def calibration(self) -> Calibration:
+        if self._calibration is None:
+            tokenizer = self.loaded.tokenizer
+            if tokenizer is None:
+                raise UnsupportedError(f"{self.loaded.label} has no tokenizer, so calibration text cannot be "
+                                       "tokenized; use --method rtn or mse")
+            self._calibration = calibration(tokenizer, text_file=self.calibration_file)
+            self.progress.step(f"calibration: {self._calibration.tokens} tokens of {self._calibration.source}")
+        return self._calibration
+
+    def __call__(self, scheme: QuantScheme, method: str) -> QuantizedModel:
+        key = (scheme, method)
+        if key not in self._done:
+            self.progress.step(f"quantizing ({method}): linear {scheme.linear.describe()}, "
+                               f"shared matrix {scheme.embedding.describe()}")
+            needs_text = method == "gptq" and not scheme.linear.is_float
+            self._done[key] = quantize(self.loaded.model, scheme, method, progress=self.progress,
+                                       calibration=self.calibration() if needs_text else None)
+        return self._done[key]
+
+
 def export_artifact(loaded: LoadedModel, backend: Backend, request: ExportRequest, target: Path, *,
-                    overwrite: bool = False, progress: Progress | None = None) -> dict[str, Any]:
+                    overwrite: bool = False, progress: Progress | None = None,
+                    quantizer: Quantizer | None = None) -> dict[str, Any]:
     progress = progress or Progress(quiet=True)
     if request.scheme.name not in backend.schemes:
         raise UnsupportedError(f"the {backend.name} backend has no {request.scheme.name!r} scheme; "
                                f"use {', '.join(backend.schemes)}")
     backend.require()
     config = loaded.config
+    quantized = (quantizer or Quantizer(loaded, progress))(request.scheme, request.method)
 
     def build(tmp: Path) -> dict[str, Any]:
         # Backends may change the modules they wrap; each export works on its own copy.
         model = copy.deepcopy(loaded.model)
-        result = backend.export(model, request, tmp, progress)
+        result = backend.export(model, quantized, request, tmp, progress)
         tokenizer = _copy_tokenizer(loaded, tmp)
         return {
             "backend": backend.name,
             "model": {"label": loaded.label, "source": loaded.checkpoint.source, "synthetic": loaded.synthetic,
                       "config": config.to_dict(), "parameters": config.parameter_counts()},
-            "quantization": result.stored_scheme.to_dict(),
+            # As the files hold it (container widths, block layout), and what the stage computed.
+            "quantization": {**result.stored_scheme.to_dict(),
+                             "stage": {**quantized.scheme.to_dict(), **quantized.record}},
             "runtime": {"max_context": request.max_context, "vocab_size": config.vocab_size,
                         "bos_id": config.bos_id, "eos_ids": [config.eos_id], "tokenizer": tokenizer,
                         "kv_cache_bytes_per_value": result.kv_cache_bytes_per_value},

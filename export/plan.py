@@ -12,12 +12,13 @@ from pathlib import Path
 
 from mobilellm_export.errors import UnsupportedError
 from mobilellm_export.model.config import MobileLLMConfig
-from mobilellm_export.quant.schemes import QuantScheme, embedding_format, get_scheme
+from mobilellm_export.quant.schemes import METHOD_NAMES, QuantScheme, embedding_format, get_scheme
 
 from .contract import Backend, ExportRequest
 from .registry import BACKENDS, get_backend
 
 DEFAULT_CONTEXT = 1024
+DEFAULT_METHOD = "rtn"  # measured best of the data-free methods on real weights (README)
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,8 @@ class ExportSpec:
     group_size: int = 32
     max_context: int | None = None  # None: DEFAULT_CONTEXT; capped at the model's maximum
     compute_units: str | None = None
+    method: str = DEFAULT_METHOD
+    calibration_file: Path | None = None  # text for data-driven methods (default: the shipped corpus)
 
 
 @dataclass(frozen=True)
@@ -36,9 +39,10 @@ class PlannedExport:
     scheme: QuantScheme
     folder: str
     compute_units: str | None
+    method: str
 
     def request(self, max_context: int) -> ExportRequest:
-        return ExportRequest(self.scheme, max_context, compute_units=self.compute_units)
+        return ExportRequest(self.scheme, max_context, method=self.method, compute_units=self.compute_units)
 
 
 def artifact_folder(backend: str, quant: str, embedding_quant: str | None = None) -> str:
@@ -52,6 +56,12 @@ def plan_exports(spec: ExportSpec) -> list[PlannedExport]:
         raise UnsupportedError(f"--group-size must be an even number >= 2, got {spec.group_size}")
     if spec.max_context is not None and spec.max_context < 2:
         raise UnsupportedError(f"--max-context must be at least 2, got {spec.max_context}")
+    if spec.method not in METHOD_NAMES:
+        raise UnsupportedError(f"unknown --method {spec.method!r}; choose one of: {', '.join(METHOD_NAMES)}")
+    if spec.calibration_file is not None and spec.method != "gptq":
+        raise UnsupportedError(f"--calibration applies to --method gptq, not {spec.method}")
+    if spec.calibration_file is not None and not Path(spec.calibration_file).is_file():
+        raise UnsupportedError(f"calibration text {spec.calibration_file} does not exist")
     backends = [get_backend(name) for name in dict.fromkeys(spec.backends)]
     if spec.compute_units is not None and not any(spec.compute_units in b.compute_units for b in backends):
         takers = [b.name for b in BACKENDS.values() if b.compute_units]
@@ -68,7 +78,7 @@ def plan_exports(spec: ExportSpec) -> list[PlannedExport]:
             scheme = get_scheme(quant).with_group_size(spec.group_size).with_embedding(
                 embedding_format(choice, spec.group_size))
             planned.append(PlannedExport(backend, scheme, artifact_folder(backend.name, quant, spec.embedding_quant),
-                                         spec.compute_units if backend.compute_units else None))
+                                         spec.compute_units if backend.compute_units else None, spec.method))
     return planned
 
 

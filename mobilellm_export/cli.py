@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mobilellm_export.errors import MobileLLMError, UnsupportedError
-from mobilellm_export.export.plan import DEFAULT_CONTEXT
+from mobilellm_export.export.plan import DEFAULT_CONTEXT, DEFAULT_METHOD
+from mobilellm_export.quant.schemes import METHOD_NAMES
 from mobilellm_export.export.registry import BACKENDS
 from mobilellm_export.progress import Progress
 from mobilellm_export.quiet import quiet_third_party
@@ -106,12 +107,13 @@ def cmd_generate(args: argparse.Namespace, progress: Progress) -> int:
 # -- export and verify ---------------------------------------------------------------------------
 
 def cmd_export(args: argparse.Namespace, progress: Progress) -> int:
-    from mobilellm_export.export.pipeline import export_artifact
+    from mobilellm_export.export.pipeline import Quantizer, export_artifact
     from mobilellm_export.export.plan import ExportSpec, check_model, existing_targets, plan_exports, resolve_context
     from mobilellm_export.model.sources import load_model
 
     spec = ExportSpec(backends=tuple(args.backend), quants=tuple(args.quant), embedding_quant=args.embedding_quant,
-                      group_size=args.group_size, max_context=args.max_context, compute_units=args.compute_units)
+                      group_size=args.group_size, max_context=args.max_context, compute_units=args.compute_units,
+                      method=args.method, calibration_file=Path(args.calibration) if args.calibration else None)
     output = Path(args.output)
     planned = plan_exports(spec)
     for backend in {p.backend.name: p.backend for p in planned}.values():
@@ -125,10 +127,12 @@ def cmd_export(args: argparse.Namespace, progress: Progress) -> int:
     context, note = resolve_context(spec, loaded.config)
     if note:
         progress.step(note)
+    # Codes computed once per scheme, for every backend.
+    quantizer = Quantizer(loaded, progress, calibration_file=spec.calibration_file)
     for p in planned:
         target = output / p.folder
         manifest = export_artifact(loaded, p.backend, p.request(context), target, overwrite=args.overwrite,
-                                   progress=progress)
+                                   progress=progress, quantizer=quantizer)
         print(f"{target}  {p.backend.name} {p.scheme.name}  {manifest['total_bytes'] / 1e6:.2f} MB")
     return 0
 
@@ -255,8 +259,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="; ".join(f"{b.name}: {', '.join(b.schemes)}" for b in BACKENDS.values()))
     exp.add_argument("--embedding-quant", choices=("none", "int8", "int4"),
                      help="format of the one shared embedding/output matrix (default: the scheme's own width, "
-                          "int4 for 8da4w, float for fp32)")
+                          "int8 for int4-asym, float for fp32)")
     exp.add_argument("--group-size", type=int, default=32, metavar="G", help="int4 group size (default 32)")
+    exp.add_argument("--method", choices=METHOD_NAMES, default=DEFAULT_METHOD,
+                     help="how the quantization stage chooses codes: rtn (round to nearest, extreme kept exact), "
+                          "mse (per-group scale search, no data) or gptq (calibrated on text, act-order); "
+                          f"default {DEFAULT_METHOD}")
+    exp.add_argument("--calibration", metavar="FILE",
+                     help="gptq: calibration text (UTF-8); default: the embedded model's training corpus, "
+                          "disjoint from the held-out text verify scores")
     exp.add_argument("--max-context", type=int, metavar="N",
                      help=f"KV-cache length (default {DEFAULT_CONTEXT}, capped at the model's maximum)")
     exp.add_argument("--compute-units", choices=sorted({u for b in BACKENDS.values() for u in b.compute_units}),

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mobilellm_export.errors import MobileLLMError
-from mobilellm_export.export.pipeline import export_artifact
+from mobilellm_export.export.pipeline import Quantizer, export_artifact
 from mobilellm_export.export.plan import ExportSpec, plan_exports, resolve_context
 from mobilellm_export.export.registry import BACKENDS
 from mobilellm_export.info import format_summary, summarize
@@ -82,10 +82,11 @@ def run_demo(options: DemoOptions, progress: Progress) -> int:
     spec = ExportSpec(backends=tuple(available))
     context, _ = resolve_context(spec, loaded.config)
     failures, not_run = [], set()
+    quantizer = Quantizer(loaded, progress)
     for planned in plan_exports(spec):
         target = options.output / planned.folder
         manifest = export_artifact(loaded, planned.backend, planned.request(context), target, overwrite=True,
-                                   progress=progress)
+                                   progress=progress, quantizer=quantizer)
         report = verify_artifact(target, eval_tokens=options.eval_tokens, progress=progress)
         if not report.passed:
             failures.append(str(target))

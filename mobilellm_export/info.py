@@ -54,5 +54,5 @@ def format_summary(summary: dict[str, Any]) -> str:
         "expected weights (shared matrices stored once):",
     ]
     for name, nbytes in summary["expected_weight_bytes"].items():
-        lines.append(f"  {name:<8} {nbytes / MB:10.2f} MB   {SCHEMES[name].description}")
+        lines.append(f"  {name:<10} {nbytes / MB:10.2f} MB   {SCHEMES[name].description}")
     return "\n".join(lines)

@@ -2,9 +2,9 @@
 
 A scheme says how each class of weight is stored: the linear layers of the blocks, and the one
 shared embedding matrix (which is both the input lookup and the output projection, so it is
-stored, and quantized, once). Backends map a scheme onto their own mechanism (torchao configs
-applied with `quantize_`, MatMulNBits, coremltools' optimize); the scheme's name and parameters
-go into the artifact's manifest. Nothing about a scheme is ever encoded in a file name.
+stored, and quantized, once). A format is named by what is stored: bits, group, symmetric or not,
+and the precision of the scales. The quantization stage (stage.py) computes the numbers; the
+scheme's name and formats go into the artifact's manifest, never into a file name.
 """
 
 from __future__ import annotations
@@ -17,20 +17,34 @@ from mobilellm_export.errors import UnsupportedError
 from mobilellm_export.model.config import MobileLLMConfig
 
 
+SCALE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+# How the stage chooses codes (quant/methods.py implements them; named here so that listing them
+# for the command line does not load torch).
+METHOD_NAMES = ("rtn", "mse", "gptq")
+
+
 @dataclass(frozen=True)
 class WeightFormat:
-    """Storage of one weight matrix [rows, cols]: float of `bits`, or symmetric integers of `bits`
-    with one scale per `group_size` consecutive values of a row (None: one scale per row)."""
+    """Storage of one weight matrix [rows, cols]: float of `bits`, or integers of `bits` with one
+    scale (and, when not symmetric, one zero point of `bits`) per `group_size` consecutive values
+    of a row (None: one per row). `scale_dtype` is the precision of the scales' values."""
 
     bits: int
     group_size: int | None = None
-    scale_bytes: int = 4
+    scale_dtype: str = "fp32"
+    symmetric: bool = True
 
     def __post_init__(self) -> None:
         if self.bits not in (4, 8, 16, 32):
             raise UnsupportedError(f"unsupported weight width {self.bits} bits")
         if self.group_size is not None and self.group_size <= 0:
             raise UnsupportedError(f"group size must be positive, got {self.group_size}")
+        if self.scale_dtype not in SCALE_BYTES:
+            raise UnsupportedError(f"unknown scale precision {self.scale_dtype!r}; choose one of: {', '.join(SCALE_BYTES)}")
+
+    @property
+    def scale_bytes(self) -> int:
+        return SCALE_BYTES[self.scale_dtype]
 
     @property
     def is_float(self) -> bool:
@@ -41,13 +55,14 @@ class WeightFormat:
         if self.is_float:
             return payload
         groups_per_row = 1 if self.group_size is None else math.ceil(cols / self.group_size)
-        return payload + rows * groups_per_row * self.scale_bytes
+        zero_points = 0 if self.symmetric else rows * math.ceil(groups_per_row * self.bits / 8)
+        return payload + rows * groups_per_row * self.scale_bytes + zero_points
 
     def describe(self) -> str:
         if self.is_float:
             return f"fp{self.bits}"
         granularity = "per channel" if self.group_size is None else f"group {self.group_size}"
-        return f"int{self.bits} {granularity}"
+        return f"int{self.bits} {granularity}" + ("" if self.symmetric else " asymmetric")
 
     def to_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
@@ -62,7 +77,9 @@ class QuantScheme:
     name: str
     linear: WeightFormat
     embedding: WeightFormat
-    dynamic_activations: bool = False  # int8 activations quantized at run time (8da4w)
+    # Activation handling is the backend's (XNNPACK quantizes activations to int8 at run time;
+    # MatMulNBits at accuracy level 4 too): backends record it in what they stored.
+    dynamic_activations: bool = False
     description: str = ""
 
     def with_embedding(self, embedding: WeightFormat) -> "QuantScheme":
@@ -79,15 +96,18 @@ class QuantScheme:
                 "dynamic_activations": self.dynamic_activations}
 
 
+INT8 = WeightFormat(8)
+INT4_G32 = WeightFormat(4, 32, scale_dtype="bf16")
+
 SCHEMES: dict[str, QuantScheme] = {
     "fp32": QuantScheme("fp32", FP32, FP32, description="float32 weights (reference)"),
     "fp16": QuantScheme("fp16", FP16, FP16, description="float16 weights"),
-    "int8": QuantScheme("int8", WeightFormat(8), WeightFormat(8),
+    "int8": QuantScheme("int8", INT8, INT8,
                         description="int8 weights, one scale per output channel"),
-    "int4": QuantScheme("int4", WeightFormat(4, 32), WeightFormat(4, 32),
-                        description="int4 weights, one scale per block of 32"),
-    "8da4w": QuantScheme("8da4w", WeightFormat(4, 32), WeightFormat(4, 32), dynamic_activations=True,
-                         description="int8 dynamic activations, int4 weights in groups of 32 (XNNPACK recipe)"),
+    # Group scales in bf16: the precision XNNPACK stores, so every backend can hold the same numbers.
+    "int4": QuantScheme("int4", INT4_G32, INT4_G32, description="int4 weights, one scale per block of 32"),
+    "int4-asym": QuantScheme("int4-asym", dataclasses.replace(INT4_G32, symmetric=False), INT8,
+                             description="int4 weights with a zero point per block of 32, int8 shared matrix"),
 }
 
 
@@ -96,7 +116,7 @@ EMBEDDING_CHOICES = ("none", "int8", "int4")
 
 def embedding_format(choice: str, group_size: int) -> WeightFormat:
     """The shared matrix's format for --embedding-quant: float, int8 per row, or int4 per group."""
-    formats = {"none": FP32, "int8": WeightFormat(8), "int4": WeightFormat(4, group_size)}
+    formats = {"none": FP32, "int8": INT8, "int4": dataclasses.replace(INT4_G32, group_size=group_size)}
     try:
         return formats[choice]
     except KeyError:

@@ -55,10 +55,10 @@ def export_peer(work: Path, params: Path, checkpoint: Path, config: Any) -> dict
 def export_ours(work: Path, checkpoint_dir: Path, name: str = "ours") -> dict[str, Any]:
     out = work / name
     cmd = python_cmd("-m", "mobilellm_export.cli", "--quiet", "export", "--model", str(checkpoint_dir),
-                     "--backend", "executorch", "--quant", "8da4w", "--embedding-quant", "int4", "--group-size", "32",
+                     "--backend", "executorch", "--quant", "int4", "--embedding-quant", "int4", "--group-size", "32",
                      "--max-context", str(CONTEXT), "--output", str(out), "--overwrite")
     measured = run_measured(cmd, work / f"{name}-export.log")
-    artifact = out / artifact_folder("executorch", "8da4w", "int4")
+    artifact = out / artifact_folder("executorch", "int4", "int4")
     files = [artifact / "model.pte", artifact / "model.ptd"]
     return {"command": " ".join(cmd[1:]), "seconds": measured.seconds, "peak_rss_bytes": measured.peak_rss_bytes,
             "returncode": measured.returncode, "program": str(files[0]), "data": str(files[1]),

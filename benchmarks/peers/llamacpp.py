@@ -4,7 +4,7 @@ token_embd), run with llama-cpp-python built on this machine, against our best a
 same script.
 
     python -m mobilellm_export.benchmarks.peers.llamacpp [--work out/bench/llamacpp-peer]
-        [--ours out/bench/suite/125M/executorch-8da4w ...]
+        [--ours out/bench/suite/125M/executorch-int4 ...]
 
 Decode speed: a 32-token prompt then 64 greedy tokens, 2 threads, rounds alternating between
 all models in one process (llama.cpp through its Python binding, ours through this package's
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=Path, default=Path("out/bench/suite/checkpoints/125M"))
     suite = Path("out/bench/suite/125M")
     parser.add_argument("--ours", type=Path, nargs="+",
-                        default=[suite / artifact_folder(b, q) for b, q in (("executorch", "8da4w"), ("onnx", "int4"),
+                        default=[suite / artifact_folder(b, q) for b, q in (("executorch", "int4"), ("onnx", "int4"),
                                                                             ("onnx", "int8"))])
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)

@@ -35,6 +35,7 @@ from ..contract import Backend, ExportRequest, ExportResult, StorageReport, Stru
 
 if TYPE_CHECKING:
     from mobilellm_export.model.modeling import MobileLLM
+    from mobilellm_export.quant.stage import QuantizedModel
     from mobilellm_export.runtimes.manifest import Manifest
 
 PACKAGE = "model.mlpackage"
@@ -45,26 +46,23 @@ COMPUTE_UNITS = ("all", "cpu_and_ne", "cpu_and_gpu", "cpu_only")
 class CoreMLBackend(Backend):
     name = "coreml"
     description = "Core ML stateful .mlpackage (mlprogram, iOS 18 / macOS 15)"
-    schemes = ("fp16", "int8", "int4")
+    schemes = ("fp16", "int8", "int4", "int4-asym")
     embedding_choices = ("none", "int8", "int4")
-    default_embedding = {"fp16": "none", "int8": "int8", "int4": "int4"}
+    default_embedding = {"fp16": "none", "int8": "int8", "int4": "int4", "int4-asym": "int8"}
     compute_units = COMPUTE_UNITS
     requires = ("coremltools",)
     install_hint = "coremltools (pip install coremltools==9.0)"
 
-    def export(self, model: MobileLLM, request: ExportRequest, out_dir: Path, progress: Progress) -> ExportResult:
-        """Write model.mlpackage into `out_dir`."""
+    def export(self, model: MobileLLM, quantized: QuantizedModel, request: ExportRequest, out_dir: Path,
+               progress: Progress) -> ExportResult:
+        """Write model.mlpackage into `out_dir`, its quantized weights from the stage's codes."""
         from .convert import convert, stored_scheme
 
         scheme = stored_scheme(request.scheme)
-        if scheme.embedding != scheme.linear:
-            # The shared matrix is a weight like any other to coremltools' one global config.
-            raise UnsupportedError("the coreml backend quantizes the shared embedding like the linear layers; "
-                                   "drop --embedding-quant")
         if not model.config.share_embedding:
             raise UnsupportedError("the coreml backend expects a shared embedding (every MobileLLM has one)")
         progress.step(f"linear {scheme.linear.describe()}, shared embedding {scheme.embedding.describe()}")
-        mlmodel = convert(model, scheme, request.max_context, progress)
+        mlmodel = convert(model, quantized, request.max_context, progress)
         progress.step(f"writing {PACKAGE}")
         mlmodel.save(str(out_dir / PACKAGE))
         return ExportResult(

@@ -32,27 +32,29 @@ from ..contract import Backend, ExportRequest, ExportResult, StorageReport
 
 if TYPE_CHECKING:
     from mobilellm_export.model.modeling import MobileLLM
+    from mobilellm_export.quant.stage import QuantizedModel
     from mobilellm_export.runtimes.manifest import Manifest
 
 
 class ExecuTorchBackend(Backend):
     name = "executorch"
     description = "ExecuTorch .pte (XNNPACK) with its weights in a .ptd"
-    schemes = ("fp32", "int8", "8da4w")
+    # int4 runs as XNNPACK's "8da4w" (int8 dynamic activations), recorded in the manifest.
+    schemes = ("fp32", "int8", "int4")
     embedding_choices = ("none", "int8", "int4")
-    default_embedding = {"fp32": "none", "int8": "int8", "8da4w": "int4"}
+    default_embedding = {"fp32": "none", "int8": "int8", "int4": "int4"}
     # The lowering stack, ExecuTorch's llama:: custom ops and its quantized_decomposed:: ops.
     requires = ("executorch.exir", "executorch.extension.llm.custom_ops.custom_ops",
                 "executorch.exir.passes._quant_patterns_and_replacements")
     install_hint = "the executorch package (pip install executorch==1.5.1)"
 
-    def export(self, model: MobileLLM, request: ExportRequest, out_dir: Path, progress: Progress) -> ExportResult:
+    def export(self, model: MobileLLM, quantized: QuantizedModel, request: ExportRequest, out_dir: Path,
+               progress: Progress) -> ExportResult:
         from .decoder import build_decoder, stored_scheme
         from .lowering import DATA_FILE, PROGRAM_FILE, lower, runner_metadata, write_program
 
         scheme = stored_scheme(request.scheme)
-        progress.step(f"quantizing: linear {scheme.linear.describe()}, shared embedding {scheme.embedding.describe()}")
-        decoder = build_decoder(model, scheme, request.max_context)
+        decoder = build_decoder(model, quantized, request.max_context)
         program = lower(decoder, runner_metadata(model.config, request.max_context), progress)
         write_program(program, out_dir)
         return ExportResult(stored_scheme=scheme, files={"program": PROGRAM_FILE, "data": DATA_FILE},

@@ -1,12 +1,11 @@
 """The module ExecuTorch exports: MobileLLM over ExecuTorch's LLM custom ops, with the shared
 matrix's lookup built over the bytes XNNPACK stores for the output projection (see the package
-docstring), and torchao's quantization of the linear layers."""
+docstring), and the quantization stage's codes held as the torchao tensors XNNPACK lowers."""
 
 from __future__ import annotations
 
 import dataclasses
 from functools import partial
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +14,8 @@ from torch import Tensor, nn
 from mobilellm_export.errors import UnsupportedError
 from mobilellm_export.model.modeling import MobileLLM, RMSNorm, run_blocks
 from mobilellm_export.quant.schemes import QuantScheme, WeightFormat
+from mobilellm_export.quant.codes import QuantizedWeight
+from mobilellm_export.quant.stage import QuantizedModel, linear_names
 
 
 # -- the exported module -------------------------------------------------------------------------
@@ -150,65 +151,70 @@ class ExecuTorchDecoder(nn.Module):
         return self.lm_head(self.norm(x[:, -1, :]))
 
 
-# -- quantization --------------------------------------------------------------------------------
+# -- the stage's codes as torchao tensors -----------------------------------------------------------
 
-def _torchao_config(fmt: WeightFormat) -> Any:
-    """The torchao config for linear weights stored as `fmt` with int8 dynamic activations
-    (see stored_scheme); None leaves them float."""
-    from torchao.quantization import Int8DynamicActivationIntxWeightConfig
-    from torchao.quantization.granularity import PerAxis, PerGroup
+def intx_weight(weight: QuantizedWeight) -> nn.Parameter:
+    """The stage's codes and scales as the torchao tensor XNNPACK lowers (int8 dynamic activations
+    x int4 per group, or x int8 per channel), built from the given numbers: nothing is rounded
+    again. XNNPACK stores no zero points (it fixes them at the signed range's middle), so only
+    symmetric formats can be held."""
+    from torchao.quantization import IntxUnpackedToInt8Tensor
 
-    if fmt.is_float:
-        return None
-    granularity = PerAxis(0) if fmt.group_size is None else PerGroup(fmt.group_size)
-    return Int8DynamicActivationIntxWeightConfig(weight_dtype=getattr(torch, f"int{fmt.bits}"),
-                                                 weight_granularity=granularity)
-
-
-def _quantize_blocks(model: MobileLLM, scheme: QuantScheme) -> None:
-    from torchao.quantization import quantize_
-
-    config = _torchao_config(scheme.linear)
-    if config is not None:
-        quantize_(model.layers, config, filter_fn=lambda module, fqn: isinstance(module, nn.Linear))
+    if weight.zero_points is not None:
+        raise UnsupportedError("the executorch backend (XNNPACK) stores symmetric weights only; "
+                               "choose a symmetric scheme")
+    # torchao's own symmetric tensors carry all-zero int8 zero points and scales of the weight's
+    # dtype; XNNPACK serializes group scales as bf16, which the stage's scales already are exactly.
+    tensor = IntxUnpackedToInt8Tensor(
+        weight.codes.contiguous(), weight.scales.to(torch.float32).contiguous(),
+        torch.zeros(weight.scales.shape, dtype=torch.int8), getattr(torch, f"int{weight.fmt.bits}"),
+        (1, weight.group_size), torch.float32, "int8_asym_per_token")
+    return nn.Parameter(tensor, requires_grad=False)
 
 
-def shared_matrix_modules(model: MobileLLM, fmt: WeightFormat) -> tuple[nn.Module, nn.Linear]:
-    """The lookup and the output projection over one stored matrix in format `fmt`."""
-    from torchao.quantization import quantize_
+def _install_codes(model: MobileLLM, quantized: QuantizedModel) -> None:
+    for name in linear_names(model):
+        if name in quantized.weights:
+            module_name, _, attribute = name.rpartition(".")
+            setattr(model.get_submodule(module_name), attribute, intx_weight(quantized.weight(name)))
 
+
+def shared_matrix_modules(model: MobileLLM, quantized: QuantizedModel) -> tuple[nn.Module, nn.Linear]:
+    """The lookup and the output projection over the one stored matrix."""
     lm_head = nn.Linear(model.config.dim, model.config.vocab_size, bias=False)
-    if fmt.is_float:
+    weight = quantized.embedding
+    if weight is None:
         lm_head.weight = model.embed_tokens.weight  # the same Parameter: one constant
         return FloatLookup(lm_head.weight), lm_head
-    lm_head.weight = nn.Parameter(model.embed_tokens.weight.detach().clone(), requires_grad=False)
-    quantize_(lm_head, _torchao_config(fmt))
-    weight = lm_head.weight
-    if torch.count_nonzero(weight.zero_point):
-        raise UnsupportedError("the shared embedding must be quantized symmetrically")
-    if fmt.bits == 8:
-        return Int8Lookup(weight.qdata, weight.scale.reshape(-1).to(torch.float32)), lm_head
-    if model.config.dim % 2 or (fmt.group_size or model.config.dim) % 2:
+    lm_head.weight = intx_weight(weight)
+    if weight.fmt.bits == 8:
+        return Int8Lookup(weight.codes, weight.scales.reshape(-1).to(torch.float32)), lm_head
+    if model.config.dim % 2 or weight.group_size % 2:
         raise UnsupportedError("int4 shared embedding needs an even width and group size")
-    return Int4Lookup(pack_int4_like_xnnpack(weight.qdata), weight.scale.to(torch.bfloat16)), lm_head
+    return Int4Lookup(pack_int4_like_xnnpack(weight.codes), weight.scales.to(torch.bfloat16)), lm_head
 
 
 def stored_scheme(scheme: QuantScheme) -> QuantScheme:
-    """The scheme as this backend stores it. XNNPACK keeps group scales in bf16, and runs every
-    integer linear with int8 dynamically quantized activations: torchao's int8 *weight-only*
-    linear lowers to XNNPACK without error but computes wrong results there (ExecuTorch 1.5.1),
-    while qd8 x qc8w uses the same per-channel int8 weights exactly."""
+    """The scheme as this backend stores it. XNNPACK keeps group scales in bf16 and per-channel
+    scales in fp32, and runs every integer linear with int8 dynamically quantized activations:
+    torchao's int8 *weight-only* linear lowers to XNNPACK without error but computes wrong results
+    there (ExecuTorch 1.5.1), while qd8 x qc8w uses the same per-channel int8 weights exactly."""
     def stored(fmt: WeightFormat) -> WeightFormat:
-        return dataclasses.replace(fmt, scale_bytes=2) if fmt.group_size is not None and not fmt.is_float else fmt
+        if fmt.is_float:
+            return fmt
+        return dataclasses.replace(fmt, scale_dtype="bf16" if fmt.group_size is not None else "fp32")
     dynamic = not (scheme.linear.is_float and scheme.embedding.is_float)
     return dataclasses.replace(scheme, linear=stored(scheme.linear), embedding=stored(scheme.embedding),
                                dynamic_activations=dynamic)
 
 
-def build_decoder(model: MobileLLM, scheme: QuantScheme, max_context: int) -> ExecuTorchDecoder:
-    """Quantize `model` in place per the scheme and wrap it for export."""
+def build_decoder(model: MobileLLM, quantized: QuantizedModel, max_context: int) -> ExecuTorchDecoder:
+    """Put the stage's codes into `model` (this export's copy) and wrap it for export."""
     if not model.config.share_embedding:
         raise UnsupportedError("the executorch backend expects a shared embedding (every MobileLLM has one)")
-    _quantize_blocks(model, scheme)
-    lookup, lm_head = shared_matrix_modules(model, scheme.embedding)
+    for fmt in (quantized.scheme.linear, quantized.scheme.embedding):
+        if not fmt.is_float and fmt.group_size is not None and fmt.scale_dtype != "bf16":
+            raise UnsupportedError("XNNPACK stores group scales in bf16; the scheme's group scales must be bf16")
+    _install_codes(model, quantized)
+    lookup, lm_head = shared_matrix_modules(model, quantized)
     return ExecuTorchDecoder(model, max_context, lookup, lm_head).eval()

@@ -39,6 +39,7 @@ from ..contract import Backend, ExportRequest, ExportResult, StorageReport
 
 if TYPE_CHECKING:
     from mobilellm_export.model.modeling import MobileLLM
+    from mobilellm_export.quant.stage import QuantizedModel
     from mobilellm_export.runtimes.manifest import Manifest
 
 MODEL_FILE = "model.onnx"
@@ -51,13 +52,14 @@ _EXTERNAL_DATA_THRESHOLD = 16 << 20
 class OnnxBackend(Backend):
     name = "onnx"
     description = "ONNX decoder with KV-cache inputs/outputs for onnxruntime and onnxruntime-genai"
-    schemes = ("fp32", "int8", "int4")
+    schemes = ("fp32", "int8", "int4", "int4-asym")
     embedding_choices = ("none", "int8", "int4")
-    default_embedding = {"fp32": "none", "int8": "int8", "int4": "int4"}
+    default_embedding = {"fp32": "none", "int8": "int8", "int4": "int4", "int4-asym": "int8"}
     requires = ("onnx", "onnxruntime")
     install_hint = "the onnx and onnxruntime packages (pip install onnx onnxruntime)"
 
-    def export(self, model: MobileLLM, request: ExportRequest, out_dir: Path, progress: Progress) -> ExportResult:
+    def export(self, model: MobileLLM, quantized: QuantizedModel, request: ExportRequest, out_dir: Path,
+               progress: Progress) -> ExportResult:
         """Write model.onnx (+ model.onnx.data when large) and genai_config.json into `out_dir`."""
         import onnx
         import torch
@@ -70,7 +72,7 @@ class OnnxBackend(Backend):
         progress.step(f"building the ONNX graph: linear {scheme.linear.describe()}, "
                       f"shared embedding {scheme.embedding.describe()}")
         with torch.no_grad():
-            proto = build_graph(model, scheme, request.max_context)
+            proto = build_graph(model, quantized, request.max_context)
         weight_bytes = sum(len(t.raw_data) for t in proto.graph.initializer)
         external = weight_bytes > _EXTERNAL_DATA_THRESHOLD
         progress.step(f"writing {MODEL_FILE}" + (f" with weights in {DATA_FILE}" if external else ""))

@@ -11,11 +11,13 @@ import torch
 from mobilellm_export.errors import UnsupportedError
 from mobilellm_export.model.config import MobileLLMConfig
 from mobilellm_export.model.modeling import MobileLLM, rope_tables
-from mobilellm_export.quant.schemes import QuantScheme, WeightFormat
+from mobilellm_export.quant.codes import QuantizedWeight, concat_rows
+from mobilellm_export.quant.stage import EMBEDDING, QuantizedModel
 
-from .weights import ACCURACY_LEVEL, MS_DOMAIN, quantize_blockwise
+from .weights import ACCURACY_LEVEL, MS_DOMAIN, BlockQuantized, block_layout
 
 OPSET = 23  # RMSNormalization
+_HEAD_WEIGHT = "lm_head/Reshape/out0"  # the output projection's view of the shared matrix
 
 
 class GraphWriter:
@@ -45,28 +47,34 @@ class GraphWriter:
 
 @dataclass
 class StoredLinear:
-    """One stored linear weight [out, in], float or block-quantized, and how to apply it."""
+    """One stored linear weight [out, in]: float, or the stage's codes in block layout."""
 
     name: str
-    weight: np.ndarray  # float [out, in]
-    fmt: WeightFormat
+    weight: np.ndarray | BlockQuantized  # float [out, in], or quantized
+    shape: tuple[int, int]  # [out, in]
 
     def write(self, g: GraphWriter) -> None:
-        if self.fmt.is_float:
+        w = self.weight
+        if isinstance(w, np.ndarray):
             # MatMul multiplies by [in, out]: store the transpose once (block weights are never
             # read any other way).
-            g.constant(self.name, self.weight.T.astype(np.float32))
-        else:
-            packed, scales = quantize_blockwise(self.weight, self.fmt)
-            g.constant(self.name + "_Q", packed)
-            g.constant(self.name + "_scales", scales)
+            g.constant(self.name, w.T.astype(np.float32))
+            return
+        g.constant(self.name + "_Q", w.packed)
+        g.constant(self.name + "_scales", w.scales)
+        if w.zero_points is not None:
+            g.constant(self.name + "_zero_points", w.zero_points)
 
     def apply(self, g: GraphWriter, x: str, node: str) -> str:
-        if self.fmt.is_float:
+        w = self.weight
+        if isinstance(w, np.ndarray):
             return g.op("MatMul", [x, self.name], name=node)[0]
-        n, k = self.weight.shape
-        return g.op("MatMulNBits", [x, self.name + "_Q", self.name + "_scales"], domain=MS_DOMAIN, name=node,
-                    K=k, N=n, bits=self.fmt.bits, block_size=self.fmt.group_size, accuracy_level=ACCURACY_LEVEL)[0]
+        inputs = [x, self.name + "_Q", self.name + "_scales"]
+        if w.zero_points is not None:
+            inputs.append(self.name + "_zero_points")
+        n, k = self.shape
+        return g.op("MatMulNBits", inputs, domain=MS_DOMAIN, name=node, K=k, N=n, bits=w.bits, block_size=w.block,
+                    accuracy_level=ACCURACY_LEVEL)[0]
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -95,40 +103,50 @@ def _mask_lengths(g: GraphWriter) -> _Lengths:
     return _Lengths(seqlens_k, g.op("Cast", [total], to=TensorProto.INT32, name="mask/total_sequence_length")[0])
 
 
-def _embed(g: GraphWriter, embedding: np.ndarray, fmt: WeightFormat) -> tuple[str, str | None]:
+def _embed(g: GraphWriter, embedding: np.ndarray, quantized: QuantizedWeight | None) -> tuple[str, BlockQuantized | None]:
     """The shared matrix, stored once, and the token lookup over it. Returns the lookup's output
-    and, when quantized, the output projection's view of the same packed initializer."""
-    if fmt.is_float:
+    and, when quantized, the block layout the output projection reads through a Reshape."""
+    if quantized is None:
         g.constant("embed_tokens", embedding)
         return g.op("Gather", ["embed_tokens", "input_ids"], axis=0, name="embed/Gather")[0], None
+    if quantized.zero_points is not None:
+        raise UnsupportedError("the onnx backend stores the shared matrix symmetrically; choose a symmetric format")
     # Stored once, in the lookup's layout [vocab, dim * bits / 8]; the output projection reads it
     # through a Reshape to MatMulNBits' [vocab, blocks, block bytes]. (onnxruntime folds a Reshape
     # of an initializer into a copy at session start; on this side the copy is the one MatMulNBits
     # prepacks and releases, which measured 4.6 MB less resident memory on the 125M model than
     # reshaping for the lookup, as onnxruntime-genai's builder does.)
-    packed, scales = quantize_blockwise(embedding, fmt)
-    g.constant("embed_tokens_Q", packed.reshape(embedding.shape[0], -1))
-    g.constant("embed_tokens_scales", scales)
+    stored = block_layout(quantized)
+    g.constant("embed_tokens_Q", stored.packed.reshape(embedding.shape[0], -1))
+    g.constant("embed_tokens_scales", stored.scales)
     x = g.op("GatherBlockQuantized", ["embed_tokens_Q", "input_ids", "embed_tokens_scales"], domain=MS_DOMAIN,
-             name="embed/Gather", bits=fmt.bits, block_size=fmt.group_size, gather_axis=0, quantize_axis=1)[0]
-    head = g.op("Reshape", ["embed_tokens_Q", g.constant("lm_head_shape", np.array(packed.shape, np.int64))],
-                name="lm_head/Reshape")[0]
-    return x, head
+             name="embed/Gather", bits=stored.bits, block_size=stored.block, gather_axis=0, quantize_axis=1)[0]
+    g.op("Reshape", ["embed_tokens_Q", g.constant("lm_head_shape", np.array(stored.packed.shape, np.int64))],
+         outputs=[_HEAD_WEIGHT], name="lm_head/Reshape")
+    return x, stored
 
 
-def _store_blocks(g: GraphWriter, model: MobileLLM, fmt: WeightFormat) -> list[dict[str, StoredLinear]]:
+_PROJECTIONS = {"o": "self_attn.o_proj", "gate": "mlp.gate_proj", "up": "mlp.up_proj", "down": "mlp.down_proj"}
+
+
+def _stored_linear(name: str, quantized: QuantizedModel, params: dict[str, torch.Tensor], parts: list[str]) -> StoredLinear:
+    """The rows of `parts` (parameter names) as one stored matrix: float, or the stage's codes."""
+    shape = (sum(params[p].shape[0] for p in parts), params[parts[0]].shape[1])
+    if quantized.scheme.linear.is_float:
+        return StoredLinear(name, _np(torch.cat([params[p] for p in parts], dim=0)), shape)
+    return StoredLinear(name, block_layout(concat_rows([quantized.weight(p) for p in parts])), shape)
+
+
+def _store_blocks(g: GraphWriter, model: MobileLLM, quantized: QuantizedModel) -> list[dict[str, StoredLinear]]:
     """Each stored block's weights, written once whichever executed runs read them."""
+    params = dict(model.named_parameters())
     blocks = []
     for b, layer in enumerate(model.layers):
-        attn, mlp = layer.self_attn, layer.mlp
-        qkv = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight], dim=0)
-        linears = {
-            "qkv": StoredLinear(f"layers.{b}.attn.qkv", _np(qkv), fmt),
-            "o": StoredLinear(f"layers.{b}.attn.o_proj", _np(attn.o_proj.weight), fmt),
-            "gate": StoredLinear(f"layers.{b}.mlp.gate_proj", _np(mlp.gate_proj.weight), fmt),
-            "up": StoredLinear(f"layers.{b}.mlp.up_proj", _np(mlp.up_proj.weight), fmt),
-            "down": StoredLinear(f"layers.{b}.mlp.down_proj", _np(mlp.down_proj.weight), fmt),
-        }
+        prefix = f"layers.{b}"
+        qkv = [f"{prefix}.self_attn.{p}_proj.weight" for p in "qkv"]
+        linears = {"qkv": _stored_linear(f"{prefix}.attn.qkv", quantized, params, qkv)}
+        for key, path in _PROJECTIONS.items():
+            linears[key] = _stored_linear(f"{prefix}.{path}", quantized, params, [f"{prefix}.{path}.weight"])
         for linear in linears.values():
             linear.write(g)
         g.constant(f"layers.{b}.input_layernorm", _np(layer.input_layernorm.weight))
@@ -182,11 +200,11 @@ def _run_blocks(g: GraphWriter, config: MobileLLMConfig, blocks: list[dict[str, 
     return pending, residual
 
 
-def _lm_head(g: GraphWriter, config: MobileLLMConfig, h: str, fmt: WeightFormat, head_weight: str | None) -> None:
+def _lm_head(g: GraphWriter, config: MobileLLMConfig, h: str, stored: BlockQuantized | None) -> None:
     """Logits from the shared matrix as stored: float through Gemm's transB (a MatMul would need a
     transposed copy), quantized through MatMulNBits over the lookup's packed bytes."""
     vocab, dim = config.vocab_size, config.dim
-    if head_weight is None:
+    if stored is None:
         flat = g.op("Reshape", [h, g.constant("flat_shape", np.array([-1, dim], np.int64))], name="lm_head/flatten")[0]
         scores = g.op("Gemm", [flat, "embed_tokens"], transB=1, name="lm_head/Gemm")[0]
         ids_shape = g.op("Shape", ["input_ids"], name="lm_head/Shape")[0]
@@ -194,8 +212,8 @@ def _lm_head(g: GraphWriter, config: MobileLLMConfig, h: str, fmt: WeightFormat,
                          name="lm_head/shape")[0]
         g.op("Reshape", [scores, out_shape], outputs=["logits"], name="lm_head/Reshape")
     else:
-        g.op("MatMulNBits", [h, head_weight, "embed_tokens_scales"], outputs=["logits"], domain=MS_DOMAIN,
-             name="lm_head/MatMulNBits", K=dim, N=vocab, bits=fmt.bits, block_size=fmt.group_size,
+        g.op("MatMulNBits", [h, _HEAD_WEIGHT, "embed_tokens_scales"], outputs=["logits"], domain=MS_DOMAIN,
+             name="lm_head/MatMulNBits", K=dim, N=vocab, bits=stored.bits, block_size=stored.block,
              accuracy_level=ACCURACY_LEVEL)
 
 
@@ -219,7 +237,7 @@ def _interface(config: MobileLLMConfig) -> tuple[list[Any], list[Any]]:
     return inputs, outputs
 
 
-def build_graph(model: MobileLLM, scheme: QuantScheme, max_context: int) -> Any:
+def build_graph(model: MobileLLM, quantized: QuantizedModel, max_context: int) -> Any:
     """The decoder as an onnx.ModelProto (weights inline; the caller decides on external data)."""
     from onnx import helper
 
@@ -228,21 +246,18 @@ def build_graph(model: MobileLLM, scheme: QuantScheme, max_context: int) -> Any:
         raise UnsupportedError("the onnx backend expects a shared embedding (every MobileLLM has one)")
     if config.head_dim % 16:
         raise UnsupportedError(f"GroupQueryAttention with rotary needs head_dim a multiple of 16, got {config.head_dim}")
-    emb_fmt = scheme.embedding
-    if not emb_fmt.is_float and config.dim % emb_fmt.group_size:
-        raise UnsupportedError(f"the embedding width {config.dim} is not a multiple of the group size {emb_fmt.group_size}")
 
     g = GraphWriter()
     lengths = _mask_lengths(g)
     cos, sin = rope_tables(config.head_dim, max_context, config.rope_theta)
     half = config.head_dim // 2  # RotaryEmbedding takes the first half (rotate-half layout)
     rope = g.constant("rope_cos", _np(cos[:, :half])), g.constant("rope_sin", _np(sin[:, :half]))
-    x, head_weight = _embed(g, _np(model.embed_tokens.weight), emb_fmt)
-    blocks = _store_blocks(g, model, scheme.linear)
+    x, head = _embed(g, _np(model.embed_tokens.weight), quantized.weights.get(EMBEDDING))
+    blocks = _store_blocks(g, model, quantized)
     pending, residual = _run_blocks(g, config, blocks, x, lengths, rope)
     h = g.op("SkipSimplifiedLayerNormalization", [pending, residual, "norm"], domain=MS_DOMAIN,
              epsilon=float(config.norm_eps), outputs=1, name="final_norm")[0]
-    _lm_head(g, config, h, emb_fmt, head_weight)
+    _lm_head(g, config, h, head)
 
     inputs, outputs = _interface(config)
     graph = helper.make_graph(g.nodes, "mobilellm_decoder", inputs, outputs, list(g.initializers.values()))

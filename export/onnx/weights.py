@@ -1,4 +1,4 @@
-"""Block quantization in MatMulNBits' layout (int4 and int8, symmetric, float32 scales)."""
+"""The quantization stage's codes in MatMulNBits' and GatherBlockQuantized's layout."""
 
 from __future__ import annotations
 
@@ -7,54 +7,86 @@ import numpy as np
 
 from mobilellm_export.errors import UnsupportedError
 from mobilellm_export.quant.schemes import QuantScheme, WeightFormat
+from mobilellm_export.quant.codes import QuantizedWeight
 
 MS_DOMAIN = "com.microsoft"
 # MatMulNBits accuracy level 4: activations quantized to int8 at run time, so CPUs use their int8
 # dot-product instructions (the setting onnxruntime-genai's builder uses for CPU int4).
 ACCURACY_LEVEL = 4
+# MatMulNBits needs blocks (a power of two of at least 16): per-channel formats are stored in
+# blocks of this size, each row's one scale repeated.
+_ROW_BLOCK = 32
 
 
-def quantize_blockwise(weight: np.ndarray, fmt: WeightFormat) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric block quantization of `weight` [N, K] in MatMulNBits' layout.
+def _unsigned(values: np.ndarray, bits: int) -> np.ndarray:
+    """Signed codes as onnxruntime stores them: q + 2^(bits-1) in uint8 (its default zero point)."""
+    return (values.astype(np.int16) + 2 ** (bits - 1)).astype(np.uint8)
 
-    Returns B uint8 [N, K / block, block * bits / 8] holding q + 2^(bits-1) (the operator's zero
-    point when none is given), 4-bit values packed low nibble first, and scales float32
-    [N, K / block]. The scale maps the block's largest magnitude onto the half range
-    (2^bits - 1) / 2, torchao's symmetric mapping, so both backends quantize alike.
-    """
-    n, k = weight.shape
-    block = fmt.group_size or k
+
+def _pack_last(u: np.ndarray, bits: int) -> np.ndarray:
+    """4-bit values two to a byte along the last axis, low nibble first (odd lengths padded)."""
+    if bits == 8:
+        return u
+    if u.shape[-1] % 2:
+        u = np.concatenate([u, np.zeros(u.shape[:-1] + (1,), np.uint8)], axis=-1)
+    return u[..., 0::2] | (u[..., 1::2] << 4)
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockQuantized:
+    """A stage-quantized matrix [N, K] in MatMulNBits' layout (GatherBlockQuantized reads the same
+    bytes reshaped to [N, K * bits / 8])."""
+
+    packed: np.ndarray  # uint8 [N, K / block, block * bits / 8]
+    scales: np.ndarray  # float32 [N, K / block]
+    zero_points: np.ndarray | None  # uint8 [N, ceil(K / block * bits / 8)], packed like the data
+    bits: int
+    block: int
+
+
+def block_layout(weight: QuantizedWeight) -> BlockQuantized:
+    """The stage's codes and scales as MatMulNBits stores them. A per-channel format is stored in
+    blocks of 32 with each row's one scale (and zero point) repeated per block: the same numbers,
+    in the block layout the operator requires."""
+    codes = weight.codes.numpy()
+    n, k = codes.shape
+    group = weight.fmt.group_size or k
+    block = group if weight.fmt.group_size else _ROW_BLOCK
     if k % block:
         raise UnsupportedError(f"width {k} is not a multiple of the quantization block {block}")
-    half_range = (2 ** fmt.bits - 1) / 2
-    qmin, qmax = -(2 ** (fmt.bits - 1)), 2 ** (fmt.bits - 1) - 1
-    blocks = weight.astype(np.float32).reshape(n, k // block, block)
-    scales = np.abs(blocks).max(axis=-1) / half_range
-    scales = np.where(scales == 0, 1.0, scales).astype(np.float32)
-    q = np.clip(np.rint(blocks / scales[..., None]), qmin, qmax).astype(np.int16) - qmin
-    q = q.astype(np.uint8)
-    if fmt.bits == 4:
-        q = q[..., 0::2] | (q[..., 1::2] << 4)
-    return np.ascontiguousarray(q), scales
+    repeat = group // block
+    scales = np.repeat(weight.scales.numpy().astype(np.float32), repeat, axis=1)
+    bits = weight.fmt.bits
+    packed = _pack_last(_unsigned(codes, bits).reshape(n, k // block, block), bits)
+    zero_points = None
+    if weight.zero_points is not None:
+        zero_points = _pack_last(_unsigned(np.repeat(weight.zero_points.numpy(), repeat, axis=1), bits), bits)
+    return BlockQuantized(np.ascontiguousarray(packed), np.ascontiguousarray(scales), zero_points, bits, block)
 
 
-def dequantize_blockwise(packed: np.ndarray, scales: np.ndarray, bits: int) -> np.ndarray:
-    """The float weight [N, K] that MatMulNBits computes with (tests compare it with the model's)."""
+def dequantize_blockwise(packed: np.ndarray, scales: np.ndarray, bits: int,
+                         zero_points: np.ndarray | None = None) -> np.ndarray:
+    """The float weight [N, K] that MatMulNBits computes with (tests compare it with the stage's)."""
+    n, blocks = scales.shape
     if bits == 4:
-        q = np.stack([packed & 0x0F, packed >> 4], axis=-1).reshape(packed.shape[0], packed.shape[1], -1)
+        q = np.stack([packed & 0x0F, packed >> 4], axis=-1).reshape(n, blocks, -1)
     else:
-        q = packed
-    values = (q.astype(np.float32) - 2 ** (bits - 1)) * scales[..., None]
-    return values.reshape(values.shape[0], -1)
+        q = packed.reshape(n, blocks, -1)
+    if zero_points is None:
+        zero = np.full((n, blocks, 1), 2 ** (bits - 1), np.float32)
+    else:
+        unpacked = np.stack([zero_points & 0x0F, zero_points >> 4], axis=-1).reshape(n, -1) if bits == 4 else zero_points
+        zero = unpacked[:, :blocks, None].astype(np.float32)
+    values = (q.astype(np.float32) - zero) * scales[..., None]
+    return values.reshape(n, -1)
 
 
 def stored_scheme(scheme: QuantScheme) -> QuantScheme:
-    """The scheme as stored here: scales are float32, and MatMulNBits works on blocks, so the
-    per-channel int8 scheme is stored in blocks of 32 (which also quantizes more finely; README
-    has the comparison with per-channel dynamic quantization)."""
+    """The layout of the stored numbers: float32 scale containers (bf16 values are held exactly),
+    and per-channel formats in blocks of 32 with the row's scale repeated (see block_layout)."""
     def stored(fmt: WeightFormat) -> WeightFormat:
         if fmt.is_float:
             return fmt
-        return dataclasses.replace(fmt, group_size=fmt.group_size or 32, scale_bytes=4)
+        return dataclasses.replace(fmt, group_size=fmt.group_size or _ROW_BLOCK, scale_dtype="fp32")
     return dataclasses.replace(scheme, linear=stored(scheme.linear), embedding=stored(scheme.embedding),
                                dynamic_activations=not scheme.linear.is_float)

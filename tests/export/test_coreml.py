@@ -7,6 +7,7 @@ import json
 import platform
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -104,7 +105,8 @@ def test_manifest_records_scheme_and_compute_units(int4, int8_small_ls):
     assert manifest["runtime"]["kv_cache_bytes_per_value"] == 2  # fp16 states
     # What the exporter offers is what the runtime can load with.
     assert set(COMPUTE_UNITS) == set(_UNITS)
-    assert manifest["quantization"]["linear"] == {"bits": 4, "group_size": 32, "scale_bytes": 2}
+    assert manifest["quantization"]["linear"] == {"bits": 4, "group_size": 32, "scale_dtype": "fp16",
+                                                  "symmetric": True}
     # The package's files are covered by the checksums, not just the top-level ones.
     assert any(name.startswith("model.mlpackage/") and name.endswith("weight.bin") for name in manifest["files"])
     int8_manifest = json.loads((int8_small_ls[0] / "manifest.json").read_text())
@@ -126,13 +128,10 @@ def test_a_changed_weight_fails_verification(int8_small_ls, tmp_path):
 
 
 def test_unsupported_choices_fail_cleanly(tmp_path, capsys):
-    assert main(["--quiet", "export", "--backend", "coreml", "--quant", "int4", "--embedding-quant", "int8",
-                 "--output", str(tmp_path / "a")]) == 2
-    assert "--embedding-quant" in capsys.readouterr().err
     assert main(["--quiet", "export", "--backend", "onnx", "--quant", "int4", "--compute-units", "cpu_only",
                  "--output", str(tmp_path / "b")]) == 2
     assert "coreml backend only" in capsys.readouterr().err
-    assert not (tmp_path / "a").exists() or not any((tmp_path / "a").iterdir())
+    assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())
 
 
 @pytest.mark.skipif(ON_MACOS, reason="checks the error shown where Core ML cannot run")
@@ -165,3 +164,22 @@ def test_verify_runs_the_package(request, name):
     report = verify_artifact(request.getfixturevalue(name), eval_tokens=1024)
     assert report.passed, [c for c in report.checks if c.passed is False]
     assert "agreement" in report.figures
+
+
+def test_stored_weights_are_the_stages_codes(int8_small_ls):
+    """Every constexpr holds the quantization stage's codes and its scales (fp16), not numbers
+    coremltools chose."""
+    from mobilellm_export.export.coreml.convert import const_name
+    from mobilellm_export.model.sources import load_model
+    from mobilellm_export.quant.schemes import get_scheme
+    from mobilellm_export.quant.stage import quantize
+
+    directory, checkpoint = int8_small_ls
+    _, program = load_program(directory / "model.mlpackage")
+    ops = {op.name: op for op in program.functions["main"].operations}
+    quantized = quantize(load_model(str(checkpoint)).model, get_scheme("int8"), "rtn")
+    for name, weight in quantized.weights.items():
+        op = ops[const_name(name) + "_quantized"]
+        assert op.op_type == "constexpr_blockwise_shift_scale"
+        np.testing.assert_array_equal(op.data.val.astype(np.int8), weight.codes.numpy())
+        np.testing.assert_array_equal(op.scale.val, weight.scales.numpy().astype(np.float16))

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from mobilellm_export.cli import main
 from mobilellm_export.export.registry import get_backend
@@ -25,7 +26,7 @@ def export(tmp: Path, *args: str) -> Path:
 
 
 fp32 = exported("executorch", "--quant", "fp32")
-q8da4w = exported("executorch", "--quant", "8da4w")
+int4 = exported("executorch", "--quant", "int4")
 int8 = exported("executorch", "--quant", "int8")
 
 
@@ -76,7 +77,7 @@ def test_runner_metadata(fp32):
     assert runtime.constant("get_n_layers") == 10  # executed blocks, each with its own cache
 
 
-@pytest.mark.parametrize("name", ["fp32", "q8da4w", "int8"])
+@pytest.mark.parametrize("name", ["fp32", "int4", "int8"])
 def test_shared_embedding_is_stored_once(request, name):
     directory = request.getfixturevalue(name)
     manifest = json.loads((directory / "manifest.json").read_text())
@@ -101,7 +102,7 @@ def test_ls_blocks_are_stored_once(fp32):
     assert (fp32 / "model.ptd").stat().st_size < 4 * counts["unique"] * 1.02
 
 
-@pytest.mark.parametrize("name, min_agreement, max_ppl", [("int8", 0.90, 0.05), ("q8da4w", 0.80, 0.15)])
+@pytest.mark.parametrize("name, min_agreement, max_ppl", [("int8", 0.90, 0.05), ("int4", 0.80, 0.15)])
 def test_quantized_artifacts_keep_quality(request, name, min_agreement, max_ppl):
     assert_quality(request.getfixturevalue(name), min_agreement, max_ppl)
 
@@ -118,11 +119,13 @@ def test_verify_passes_for_fp32_and_catches_tampering(fp32, tmp_path):
     assert not report.passed and "model.ptd does not match" in report.checks[0].detail
 
 
-def test_manifest_records_what_was_built(q8da4w):
-    manifest = json.loads((q8da4w / "manifest.json").read_text())
+def test_manifest_records_what_was_built(int4):
+    manifest = json.loads((int4 / "manifest.json").read_text())
     assert manifest["backend"] == "executorch" and manifest["model"]["source"] == "embedded"
     quant = manifest["quantization"]
-    assert quant["name"] == "8da4w" and quant["linear"] == {"bits": 4, "group_size": 32, "scale_bytes": 2}
+    assert quant["name"] == "int4" and quant["linear"] == {"bits": 4, "group_size": 32, "scale_dtype": "bf16",
+                                                           "symmetric": True}
+    assert quant["stage"]["method"] == "rtn" and quant["stage"]["linear"] == quant["linear"]
     assert quant["embedding"]["bits"] == 4 and quant["dynamic_activations"] is True
     assert manifest["runtime"] == {"max_context": 256, "vocab_size": 4096, "bos_id": 1, "eos_ids": [2],
                                    "tokenizer": "tokenizer.json", "kv_cache_bytes_per_value": 4}
@@ -153,3 +156,21 @@ def test_executorch_artifacts_run_without_the_lowering_stack(fp32, tmp_path):
     bench = run_blocked(tmp_path, blocked, "bench", str(fp32), "--repeats", "1", "--prompt-lengths", "16",
                         "--new-tokens", "4", "--no-quality")
     assert bench.returncode == 0, bench.stdout + bench.stderr
+
+
+def test_stored_weights_are_the_stages_codes(int4, embedded):
+    """XNNPACK's serialized weights are the quantization stage's codes (int4, packed as XNNPACK
+    does) with its scales in bf16: nothing was rounded again on the way."""
+    from executorch.exir._serialize._cord import Cord
+    from executorch.extension.flat_tensor.serialize.serialize import FlatTensorSerializer
+
+    from mobilellm_export.export.executorch.decoder import pack_int4_like_xnnpack
+    from mobilellm_export.quant.schemes import get_scheme
+    from mobilellm_export.quant.stage import quantize
+
+    payload = FlatTensorSerializer().deserialize(Cord((int4 / "model.ptd").read_bytes()))
+    buffers = {bytes(b) for b in payload.buffers}
+    quantized = quantize(embedded.model, get_scheme("int4"), "rtn")
+    for name, weight in quantized.weights.items():
+        assert pack_int4_like_xnnpack(weight.codes).numpy().tobytes() in buffers, name
+        assert weight.scales.to(torch.bfloat16).view(torch.int16).numpy().tobytes() in buffers, name

@@ -22,10 +22,10 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--backend", "executorch", "--quant", "int4"], "--quant int4 is not supported by the executorch backend"),
+    (["--backend", "executorch", "--quant", "int4-asym"], "--quant int4-asym is not supported by the executorch backend"),
     (["--backend", "tflite", "--quant", "fp32"], "unknown backend 'tflite'"),
-    (["--backend", "executorch", "--quant", "8da4w", "--group-size", "5"], "--group-size must be an even number"),
-    (["--backend", "executorch", "--quant", "8da4w", "--group-size", "128"], "does not divide the model width 192"),
+    (["--backend", "executorch", "--quant", "int4", "--group-size", "5"], "--group-size must be an even number"),
+    (["--backend", "executorch", "--quant", "int4", "--group-size", "128"], "does not divide the model width 192"),
     (["--backend", "executorch", "--quant", "fp32", "--model", "125M"], "architecture without weights"),
 ])
 def test_bad_requests_fail_fast_with_one_line(tmp_path, args, message):
@@ -51,7 +51,7 @@ def test_existing_output_is_refused_without_overwrite(tmp_path):
 def test_a_failing_export_leaves_nothing_behind(tmp_path, monkeypatch):
     backend = get_backend("executorch")
 
-    def broken(model, request, out_dir, progress):
+    def broken(model, quantized, request, out_dir, progress):
         (out_dir / "model.pte").write_bytes(b"half")
         raise MissingDependencyError("simulated failure halfway")
 

@@ -9,11 +9,13 @@ import pytest
 import torch
 
 from mobilellm_export.cli import main
-from mobilellm_export.export.onnx.weights import dequantize_blockwise, quantize_blockwise
+from mobilellm_export.export.onnx.weights import block_layout, dequantize_blockwise
 from mobilellm_export.export.registry import get_backend
 from mobilellm_export.model.checkpoint import save_checkpoint
 from mobilellm_export.model.sources import load_model
-from mobilellm_export.quant.schemes import WeightFormat
+from mobilellm_export.quant.methods import METHODS
+from mobilellm_export.quant.schemes import WeightFormat, embedding_format, get_scheme
+from mobilellm_export.quant.stage import quantize
 from mobilellm_export.runtimes.manifest import read_manifest
 from mobilellm_export.runtimes.registry import open_artifact
 from mobilellm_export.model.reference import EagerRuntime
@@ -106,26 +108,58 @@ def test_shared_embedding_is_stored_once(request, name):
     assert file_bytes < expected + 0.5 * second_copy
 
 
-@pytest.mark.parametrize("bits", [4, 8])
-def test_block_quantization_matches_the_operator_layout(bits):
-    weight = np.random.default_rng(0).standard_normal((48, 96)).astype(np.float32)
-    packed, scales = quantize_blockwise(weight, WeightFormat(bits, 32))
-    assert packed.shape == (48, 3, 32 * bits // 8) and packed.dtype == np.uint8 and scales.shape == (48, 3)
-    restored = dequantize_blockwise(packed, scales, bits)
-    assert np.all(np.abs(restored - weight) <= scales.repeat(32, axis=1) / 2 + 1e-6)
-    # And onnxruntime's MatMulNBits computes with exactly those weights.
+@pytest.mark.parametrize("fmt", [WeightFormat(4, 32, "bf16"), WeightFormat(8), WeightFormat(4, 32, "bf16", symmetric=False),
+                                 WeightFormat(8, 32, symmetric=False)], ids=lambda f: f.describe())
+def test_block_layout_is_what_the_operator_computes_with(fmt):
+    """The stage's codes in MatMulNBits' layout (zero points included, per-channel rows spread over
+    blocks of 32): onnxruntime's own kernel multiplies by exactly the stage's dequantized weight."""
+    weight = torch.from_numpy(np.random.default_rng(0).standard_normal((48, 96)).astype(np.float32))
+    quantized = METHODS["rtn"](weight, fmt)
+    stored = block_layout(quantized)
+    assert stored.packed.shape == (48, 3, 32 * fmt.bits // 8) and stored.packed.dtype == np.uint8
+    restored = dequantize_blockwise(stored.packed, stored.scales, fmt.bits, stored.zero_points)
+    np.testing.assert_array_equal(restored, quantized.dequantize().numpy())
     from onnx import TensorProto, helper
     import onnxruntime as ort
 
-    node = helper.make_node("MatMulNBits", ["x", "B", "s"], ["y"], domain="com.microsoft", K=96, N=48, bits=bits,
+    inputs = ["x", "B", "s"] + (["z"] if stored.zero_points is not None else [])
+    node = helper.make_node("MatMulNBits", inputs, ["y"], domain="com.microsoft", K=96, N=48, bits=fmt.bits,
                             block_size=32)
+    initializers = [onnx.numpy_helper.from_array(stored.packed, "B"), onnx.numpy_helper.from_array(stored.scales, "s")]
+    if stored.zero_points is not None:
+        initializers.append(onnx.numpy_helper.from_array(stored.zero_points, "z"))
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 96])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 48])],
-                              [onnx.numpy_helper.from_array(packed, "B"), onnx.numpy_helper.from_array(scales, "s")])
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 48])], initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)])
     x = np.random.default_rng(1).standard_normal((2, 96)).astype(np.float32)
     (y,) = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
     np.testing.assert_allclose(y, x @ restored.T, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("quant", ["int4", "int4-asym", "int8"])
+def test_stored_weights_are_the_stages_codes(tmp_path, quant):
+    """Every quantized matrix in the file dequantizes to exactly the stage's codes x scales."""
+    model = random_model(small_config(max_seq_len=64))
+    save_checkpoint(model, tmp_path / "ckpt")
+    directory = export(tmp_path / "out", "--model", str(tmp_path / "ckpt"), "--quant", quant, "--method", "mse")
+    manifest = read_manifest(directory)
+    quantized = quantize(load_model(str(tmp_path / "ckpt")).model, get_scheme(quant).with_embedding(
+        embedding_format(get_backend("onnx").default_embedding[quant], 32)), "mse")
+    proto = onnx.load(str(directory / "model.onnx"))
+    init = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
+    bits = manifest.quantization["linear"]["bits"]
+    for b in range(model.config.n_layers):
+        parts = [quantized.weight(f"layers.{b}.self_attn.{p}_proj.weight") for p in "qkv"]
+        expected = torch.cat([p.dequantize() for p in parts]).numpy()
+        name = f"layers.{b}.attn.qkv"
+        stored = dequantize_blockwise(init[name + "_Q"], init[name + "_scales"], bits, init.get(name + "_zero_points"))
+        np.testing.assert_array_equal(stored, expected)
+    emb = quantized.embedding
+    emb_bits = manifest.quantization["embedding"]["bits"]
+    stored = dequantize_blockwise(init["embed_tokens_Q"].reshape(emb.codes.shape[0], -1, 32 * emb_bits // 8),
+                                  init["embed_tokens_scales"], emb_bits)
+    np.testing.assert_array_equal(stored, emb.dequantize().numpy())
+    assert manifest.quantization["stage"]["method"] == "mse"
 
 
 def test_onnxruntime_genai_generates_from_the_directory(int4, embedded):
@@ -153,8 +187,8 @@ def test_quantized_artifacts_keep_quality(request, name, min_agreement, max_ppl)
 
 
 def test_unsupported_choices_fail_cleanly(tmp_path, capsys):
-    assert main(["export", "--backend", "onnx", "--quant", "8da4w", "--output", str(tmp_path / "a")]) == 2
-    assert "8da4w" in capsys.readouterr().err
+    assert main(["export", "--backend", "onnx", "--quant", "int3", "--output", str(tmp_path / "a")]) == 2
+    assert "int3" in capsys.readouterr().err
     # A group size that does not divide the model's width: one line, nothing left behind.
     assert main(["--quiet", "export", "--backend", "onnx", "--quant", "int4", "--group-size", "128",
                  "--output", str(tmp_path / "b")]) == 2

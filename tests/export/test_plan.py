@@ -13,11 +13,11 @@ from ..conftest import small_config
 def test_folders_are_backend_and_scheme_and_explicit_embedding_only():
     planned = plan_exports(ExportSpec(backends=("executorch", "onnx"), quants=("fp32",)))
     assert [p.folder for p in planned] == ["executorch-fp32", "onnx-fp32"]
-    (p,) = plan_exports(ExportSpec(backends=("executorch",), quants=("8da4w",), embedding_quant="int8", group_size=64))
-    assert p.folder == "executorch-8da4w-emb-int8" == artifact_folder("executorch", "8da4w", "int8")
+    (p,) = plan_exports(ExportSpec(backends=("executorch",), quants=("int4",), embedding_quant="int8", group_size=64))
+    assert p.folder == "executorch-int4-emb-int8" == artifact_folder("executorch", "int4", "int8")
     assert p.scheme.linear.group_size == 64 and p.scheme.embedding.bits == 8
     # Without --embedding-quant each scheme gets its backend's default for the shared matrix.
-    (q,) = plan_exports(ExportSpec(backends=("executorch",), quants=("8da4w",)))
+    (q,) = plan_exports(ExportSpec(backends=("executorch",), quants=("int4",)))
     assert q.scheme.embedding.bits == 4 and q.scheme.embedding.group_size == 32
 
 
@@ -34,7 +34,7 @@ def test_compute_units_go_only_to_backends_that_take_them():
 
 
 @pytest.mark.parametrize("spec, message", [
-    (ExportSpec(backends=("onnx",), quants=("8da4w",)), "--quant 8da4w is not supported by the onnx backend"),
+    (ExportSpec(backends=("executorch",), quants=("int4-asym",)), "--quant int4-asym is not supported by the executorch"),
     (ExportSpec(backends=("tflite",), quants=("fp32",)), "unknown backend 'tflite'"),
     (ExportSpec(backends=("onnx",), quants=("int4",), group_size=3), "--group-size must be an even number"),
     (ExportSpec(backends=("onnx",), quants=("int4",), max_context=1), "--max-context must be at least 2"),

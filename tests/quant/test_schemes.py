@@ -17,9 +17,9 @@ def test_expected_bytes_for_125m():
     params = config.parameter_counts()["unique"]
     assert expected_weight_bytes(config, SCHEMES["fp32"]) == 4 * params
     assert expected_weight_bytes(config, SCHEMES["fp16"]) == 2 * params
-    # int4 in groups of 32 with fp32 scales: half a byte plus 4/32 bytes per weight, norms fp32.
+    # int4 in groups of 32 with bf16 scales: half a byte plus 2/32 bytes per weight, norms fp32.
     norms = 61 * 576
-    expected = (params - norms) * (0.5 + 4 / 32) + norms * 4
+    expected = (params - norms) * (0.5 + 2 / 32) + norms * 4
     assert expected_weight_bytes(config, SCHEMES["int4"]) == pytest.approx(expected, rel=1e-9)
     # LS shares weights: the same bytes although twice the blocks run.
     assert expected_weight_bytes(get_preset("125M-LS"), SCHEMES["int4"]) == expected_weight_bytes(config, SCHEMES["int4"])
@@ -28,9 +28,11 @@ def test_expected_bytes_for_125m():
 def test_formats_and_overrides():
     assert WeightFormat(8).nbytes(10, 64) == 10 * 64 + 10 * 4
     assert WeightFormat(4, 32).nbytes(2, 64) == 64 + 2 * 2 * 4
-    scheme = get_scheme("8da4w").with_group_size(128).with_embedding(WeightFormat(8))
+    scheme = get_scheme("int4").with_group_size(128).with_embedding(WeightFormat(8))
     assert scheme.linear.group_size == 128 and scheme.embedding == WeightFormat(8)
-    assert scheme.to_dict()["dynamic_activations"] is True
+    assert scheme.linear.scale_dtype == "bf16" and scheme.to_dict()["dynamic_activations"] is False
+    # Asymmetric formats store a zero point of `bits` per group on top of the scales.
+    assert WeightFormat(4, 32, symmetric=False).nbytes(2, 64) == 64 + 2 * 2 * 4 + 2 * 1
     with pytest.raises(UnsupportedError, match="unknown quantization scheme"):
         get_scheme("int3")
     with pytest.raises(UnsupportedError):

@@ -1,0 +1,168 @@
+"""GPTQ: codes chosen column by column so that each rounding error is compensated by the columns
+not yet quantized, weighted by the layer's input statistics (the Hessian H = 2 X^T X of its
+calibration inputs). Act-order (columns by decreasing diag(H)), damping 1% of the mean diagonal,
+lazy updates in blocks of 128 columns, and scales fixed per group before the group's first column
+is quantized (from the error-compensated weights, with the stage's data-free scale choice), so
+the result is a plain group-quantized matrix every backend stores.
+
+Layers run in order: each block's linears see inputs produced by the blocks before it *already
+quantized*, so later layers compensate earlier errors. An LS block runs twice with one set of
+weights, so the inputs of both runs accumulate into one Hessian.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from functools import partial
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mobilellm_export.progress import Progress
+
+from .methods import _candidates, _limits
+from .schemes import QuantScheme, WeightFormat
+
+from .codes import QuantizedWeight
+
+if TYPE_CHECKING:
+    from mobilellm_export.model.modeling import MobileLLM
+
+
+class HessianHook:
+    """Accumulates H = 2/n sum x x^T over every call of the linear layers it is attached to (both
+    runs of an LS block). Layers that read the same input (q/k/v, gate/up) share one hook, which
+    counts each input tensor once."""
+
+    def __init__(self, columns: int) -> None:
+        self.h = torch.zeros(columns, columns)
+        self.n = 0
+        self._last: torch.Tensor | None = None
+
+    def __call__(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        if inputs[0] is self._last:
+            return
+        self._last = inputs[0]
+        x = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).float()
+        count = x.shape[0]
+        self.h *= self.n / (self.n + count)
+        self.n += count
+        x = x * math.sqrt(2 / self.n)
+        self.h += x.T @ x
+
+
+def gptq_matrix(weight: torch.Tensor, hessian: torch.Tensor, fmt: WeightFormat, *, damp: float = 0.01,
+                block: int = 128) -> QuantizedWeight:
+    """Codes for `weight` [rows, cols] given its inputs' Hessian [cols, cols]."""
+
+    rows, cols = weight.shape
+    group = fmt.group_size or cols
+    qmin, qmax = _limits(fmt)
+    w = weight.double().clone()
+    h = hessian.double().clone()
+    dead = torch.diag(h) == 0
+    h[dead, dead] = 1
+    w[:, dead] = 0
+    order = torch.argsort(torch.diag(h), descending=True)
+    inverse_order = torch.argsort(order)
+    w, h = w[:, order], h[order][:, order]
+    h += damp * torch.mean(torch.diag(h)) * torch.eye(cols, dtype=h.dtype)
+    hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+
+    groups = cols // group
+    scales = torch.zeros(rows, groups, dtype=torch.float32)
+    zeros = None if fmt.symmetric else torch.zeros(rows, groups, dtype=torch.float32)
+    codes = torch.zeros(rows, cols, dtype=torch.float32)
+    fixed = torch.zeros(groups, dtype=torch.bool)
+    for start in range(0, cols, block):
+        end = min(start + block, cols)
+        w1 = w[:, start:end].clone()
+        err = torch.zeros_like(w1)
+        hinv1 = hinv[start:end, start:end]
+        for i in range(end - start):
+            column = start + i
+            g = int(order[column]) // group  # the original column's group
+            if not fixed[g]:
+                # The group's scale from the current (error-compensated) values of its columns.
+                members = (order // group == g).nonzero().flatten()
+                current = torch.cat([w[:, :start], w1, w[:, end:]], dim=1)[:, members].float()
+                scale, zero = _candidates(current.unsqueeze(1), fmt, torch.ones(1))
+                scales[:, g] = scale[0, :, 0, 0]
+                if zeros is not None:
+                    zeros[:, g] = zero[0, :, 0, 0]
+                fixed[g] = True
+            s = scales[:, g].double()
+            q = torch.round(w1[:, i] / s)
+            if zeros is not None:
+                q = q + zeros[:, g].double()
+            q = q.clamp(qmin, qmax)
+            codes[:, column] = q.float()
+            deq = (q - zeros[:, g].double()) * s if zeros is not None else q * s
+            e = (w1[:, i] - deq) / hinv1[i, i]
+            w1[:, i:] -= e.unsqueeze(1) * hinv1[i, i:].unsqueeze(0)
+            err[:, i] = e
+        w[:, start:end] = w1
+        w[:, end:] -= err @ hinv[start:end, end:]
+    codes = codes[:, inverse_order]
+    return QuantizedWeight(codes=codes.to(torch.int8), scales=scales,
+                           zero_points=None if zeros is None else zeros.to(torch.int8), fmt=fmt)
+
+
+def _layer_runs(config) -> int:
+    return 2 if config.layer_sharing else 1
+
+
+_INPUT_GROUPS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+
+
+def _same_input(a: str, b: str) -> bool:
+    """Whether two linears of one block read the same tensor."""
+    pa, _, la = a.rpartition(".weight")[0].rpartition(".")
+    pb, _, lb = b.rpartition(".weight")[0].rpartition(".")
+    return pa == pb and any(la in g and lb in g for g in _INPUT_GROUPS)
+
+
+def gptq_model(model: MobileLLM, scheme: QuantScheme, names: list[str], windows: list[list[int]],
+               embedding: QuantizedWeight | None, progress: Progress, *, chunk: int = 8) -> dict[str, QuantizedWeight]:
+    """GPTQ codes for the block linears `names` of `model`, block after block on the calibration
+    windows, the lookup reading the already-quantized shared matrix."""
+    from mobilellm_export.model.modeling import apply_rope, sdpa_gqa
+
+    work = copy.deepcopy(model).eval()
+    tokens = torch.tensor(windows, dtype=torch.long)
+    steps = torch.arange(tokens.shape[1])
+    attend = partial(sdpa_gqa, mask=steps[None, :] <= steps[:, None])
+    rope = partial(apply_rope, cos=work.rope_cos[steps], sin=work.rope_sin[steps])
+    table = work.embed_tokens.weight if embedding is None else embedding.dequantize()
+    xs = [F.embedding(t, table) for t in tokens.split(chunk)]  # the lookup as the artifact does it
+    result: dict[str, QuantizedWeight] = {}
+    params = dict(work.named_parameters())
+    for b, layer in enumerate(work.layers):
+        mine = [n for n in names if n.startswith(f"layers.{b}.")]
+        hooks: dict[str, HessianHook] = {}
+        for n in mine:
+            # q/k/v read the attention norm's output, gate/up the MLP norm's: one Hessian each.
+            shared = next((h for m, h in hooks.items() if _same_input(m, n)), None)
+            hooks[n] = shared or HessianHook(params[n].shape[1])
+        handles = [work.get_submodule(n.rpartition(".")[0]).register_forward_hook(hooks[n]) for n in mine]
+        with torch.no_grad():
+            for x in xs:
+                for _ in range(_layer_runs(work.config)):  # an LS block's runs feed one Hessian
+                    x = layer(x, rope, attend)
+        for handle in handles:
+            handle.remove()
+        for n in mine:
+            quantized = gptq_matrix(params[n].detach().float(), hooks[n].h, scheme.linear)
+            result[n] = quantized
+            with torch.no_grad():
+                params[n].copy_(quantized.dequantize())
+        with torch.no_grad():  # the next block sees this block's quantized outputs
+            for i, x in enumerate(xs):
+                for _ in range(_layer_runs(work.config)):
+                    x = layer(x, rope, attend)
+                xs[i] = x
+        progress.step(f"gptq: block {b + 1}/{len(work.layers)}")
+    return result
