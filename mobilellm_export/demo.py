@@ -98,9 +98,9 @@ def run_demo(options: DemoOptions, progress: Progress) -> int:
             runtime = open_artifact(target).runtime
             runtime_name = runtime.name
             prefill, decode = speed(runtime, prompts, options.new_tokens)
-        stored = manifest["quantization"]  # as the backend stores it (e.g. MatMulNBits int8 is per block)
-        weights = (f"{WeightFormat(**stored['linear']).describe()} / "
-                   f"emb {WeightFormat(**stored['embedding']).describe()}")
+        numbers = manifest["quantization"]["stage"]  # what the stage computed (backends differ in layout only)
+        weights = (f"{WeightFormat(**numbers['linear']).describe()} / "
+                   f"emb {WeightFormat(**numbers['embedding']).describe()}")
         rows.append([str(target), runtime_name, weights, manifest["total_bytes"] / 1e6, prefill, decode,
                      report.figures.get("perplexity"), report.figures.get("agreement"),
                      "passed" if report.passed else "FAILED"])
