@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from mobilellm_export.errors import MissingDependencyError
 from mobilellm_export.progress import Progress
-from mobilellm_export.quant.schemes import QuantScheme
+from mobilellm_export.quant.schemes import DEFAULT_METHOD, QuantScheme
 
 if TYPE_CHECKING:  # torch-heavy; only annotations name them
     from mobilellm_export.model.modeling import MobileLLM
@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # torch-heavy; only annotations name them
 class ExportRequest:
     scheme: QuantScheme  # as requested; the backend reports how it stored it
     max_context: int
-    method: str = "rtn"  # how the quantization stage chooses codes (quant/methods.py)
+    method: str = DEFAULT_METHOD  # how the quantization stage chooses codes (quant/methods.py)
     compute_units: str | None = None  # for backends that take it: the units apps should load with
 
 

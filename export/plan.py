@@ -12,13 +12,12 @@ from pathlib import Path
 
 from mobilellm_export.errors import UnsupportedError
 from mobilellm_export.model.config import MobileLLMConfig
-from mobilellm_export.quant.schemes import METHOD_NAMES, QuantScheme, embedding_format, get_scheme
+from mobilellm_export.quant.schemes import DEFAULT_METHOD, METHOD_NAMES, QuantScheme, embedding_format, get_scheme
 
 from .contract import Backend, ExportRequest
 from .registry import BACKENDS, get_backend
 
 DEFAULT_CONTEXT = 1024
-DEFAULT_METHOD = "rtn"  # measured best of the data-free methods on real weights (README)
 
 
 @dataclass(frozen=True)

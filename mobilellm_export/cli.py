@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mobilellm_export.errors import MobileLLMError, UnsupportedError
-from mobilellm_export.export.plan import DEFAULT_CONTEXT, DEFAULT_METHOD
-from mobilellm_export.quant.schemes import METHOD_NAMES
+from mobilellm_export.export.plan import DEFAULT_CONTEXT
+from mobilellm_export.quant.schemes import DEFAULT_METHOD, METHOD_NAMES
 from mobilellm_export.export.registry import BACKENDS
 from mobilellm_export.progress import Progress
 from mobilellm_export.quiet import quiet_third_party
