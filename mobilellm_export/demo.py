@@ -48,6 +48,15 @@ def speed(runtime: DecoderRuntime, prompts: list[list[int]], new_tokens: int) ->
     return statistics.median(p for p, _ in samples), statistics.median(d for _, d in samples)
 
 
+def weights_label(quantization: dict) -> str:
+    """Linear / shared-matrix formats: the stage's numbers for integer formats (backends differ only
+    in layout), what the files hold for float ones (Core ML stores float weights in fp16)."""
+    def label(kind: str) -> str:
+        stage, stored = WeightFormat(**quantization["stage"][kind]), WeightFormat(**quantization[kind])
+        return (stored if stored.is_float else stage).describe()
+    return f"{label('linear')} / emb {label('embedding')}"
+
+
 def run_demo(options: DemoOptions, progress: Progress) -> int:
     import torch
 
@@ -98,9 +107,7 @@ def run_demo(options: DemoOptions, progress: Progress) -> int:
             runtime = open_artifact(target).runtime
             runtime_name = runtime.name
             prefill, decode = speed(runtime, prompts, options.new_tokens)
-        numbers = manifest["quantization"]["stage"]  # what the stage computed (backends differ in layout only)
-        weights = (f"{WeightFormat(**numbers['linear']).describe()} / "
-                   f"emb {WeightFormat(**numbers['embedding']).describe()}")
+        weights = weights_label(manifest["quantization"])
         rows.append([str(target), runtime_name, weights, manifest["total_bytes"] / 1e6, prefill, decode,
                      report.figures.get("perplexity"), report.figures.get("agreement"),
                      "passed" if report.passed else "FAILED"])
