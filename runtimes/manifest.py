@@ -60,7 +60,6 @@ class Manifest:
     details: dict[str, Any]  # what the backend recorded about its files (informational)
     files: dict[str, dict[str, Any]]  # path -> {"sha256", "bytes"}
     total_bytes: int
-    raw: dict[str, Any]
 
     def path(self, role: str) -> Path:
         try:
@@ -125,7 +124,7 @@ def read_manifest(directory: Path) -> Manifest:
                     runtime=settings, model=record, quantization=_get(data, "quantization", dict, path),
                     expected_weight_bytes=_get(data, "expected_weight_bytes", int, path),
                     details=_get(data, "details", dict, path), files=files,
-                    total_bytes=_get(data, "total_bytes", int, path), raw=data)
+                    total_bytes=_get(data, "total_bytes", int, path))
 
 
 def checksum_problems(manifest: Manifest) -> list[str]:
