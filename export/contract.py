@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # torch-heavy; only annotations name them
 class ExportRequest:
     scheme: QuantScheme  # as requested; the backend reports how it stored it
     max_context: int
-    method: str = DEFAULT_METHOD  # how the quantization stage chooses codes (quant/methods.py)
+    method: str = DEFAULT_METHOD  # how the quantization stage chooses codes ("auto": see quant.schemes)
     compute_units: str | None = None  # for backends that take it: the units apps should load with
 
 
@@ -65,7 +65,6 @@ class Backend(ABC):
     description: ClassVar[str]
     schemes: ClassVar[tuple[str, ...]]  # --quant values
     embedding_choices: ClassVar[tuple[str, ...]]  # --embedding-quant values
-    default_embedding: ClassVar[Mapping[str, str]]  # per scheme
     compute_units: ClassVar[tuple[str, ...]] = ()  # --compute-units values it records for apps (none: not taken)
     requires: ClassVar[tuple[str, ...]]  # modules the export needs (optional dependencies)
     install_hint: ClassVar[str]  # what to install when one is missing

@@ -11,7 +11,7 @@ from mobilellm_export.errors import UnsupportedError
 from mobilellm_export.model.sources import LoadedModel
 from mobilellm_export.progress import Progress
 from mobilellm_export.quant.calibration import Calibration, calibration
-from mobilellm_export.quant.schemes import QuantScheme, expected_weight_bytes
+from mobilellm_export.quant.schemes import AUTO, QuantScheme, expected_weight_bytes, resolve_method
 from mobilellm_export.quant.stage import QuantizedModel, quantize
 from mobilellm_export.runtimes.tokenizer import TOKENIZER_FILES
 
@@ -41,13 +41,23 @@ class Quantizer:
             self.progress.step(f"calibration: {self._calibration.tokens} tokens of {self._calibration.source}")
         return self._calibration
 
+    @property
+    def has_text(self) -> bool:
+        return self.calibration_file is not None or self.loaded.tokenizer is not None
+
     def __call__(self, scheme: QuantScheme, method: str) -> QuantizedModel:
-        key = (scheme, method)
+        chosen = resolve_method(method, scheme, has_text=self.has_text)
+        key = (scheme, chosen)
         if key not in self._done:
-            self.progress.step(f"quantizing ({method}): linear {scheme.linear.describe()}, "
+            why = ""
+            if method == AUTO:
+                wanted = resolve_method(AUTO, scheme, has_text=True)
+                why = " (auto)" if chosen == wanted else (f" (auto: {wanted} needs calibration text and "
+                                                          "the model has no tokenizer; pass --calibration FILE)")
+            self.progress.step(f"quantizing ({chosen}{why}): linear {scheme.linear.describe()}, "
                                f"shared matrix {scheme.embedding.describe()}")
-            needs_text = method == "gptq" and not scheme.linear.is_float
-            self._done[key] = quantize(self.loaded.model, scheme, method, progress=self.progress,
+            needs_text = chosen == "gptq" and not scheme.linear.is_float
+            self._done[key] = quantize(self.loaded.model, scheme, chosen, progress=self.progress,
                                        calibration=self.calibration() if needs_text else None)
         return self._done[key]
 
@@ -74,7 +84,8 @@ def export_artifact(loaded: LoadedModel, backend: Backend, request: ExportReques
                       "config": config.to_dict(), "parameters": config.parameter_counts()},
             # As the files hold it (container widths, block layout), and what the stage computed.
             "quantization": {**result.stored_scheme.to_dict(),
-                             "stage": {**quantized.scheme.to_dict(), **quantized.record}},
+                             "stage": {**quantized.scheme.to_dict(), **quantized.record,
+                                       "requested_method": request.method}},
             "runtime": {"max_context": request.max_context, "vocab_size": config.vocab_size,
                         "bos_id": config.bos_id, "eos_ids": [config.eos_id], "tokenizer": tokenizer,
                         "kv_cache_bytes_per_value": result.kv_cache_bytes_per_value},

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mobilellm_export.errors import UnsupportedError
 from mobilellm_export.model.config import MobileLLMConfig
-from mobilellm_export.quant.schemes import DEFAULT_METHOD, METHOD_NAMES, QuantScheme, embedding_format, get_scheme
+from mobilellm_export.quant.schemes import AUTO, DEFAULT_METHOD, METHOD_CHOICES, QuantScheme, embedding_format, get_scheme
 
 from .contract import Backend, ExportRequest
 from .registry import BACKENDS, get_backend
@@ -24,11 +24,11 @@ DEFAULT_CONTEXT = 1024
 class ExportSpec:
     backends: tuple[str, ...]
     quants: tuple[str, ...] | None = None  # None: every scheme each backend offers
-    embedding_quant: str | None = None  # None: each scheme's default for the shared matrix
+    embedding_quant: str | None = None  # None: the scheme's own format for the shared matrix
     group_size: int = 32
     max_context: int | None = None  # None: DEFAULT_CONTEXT; capped at the model's maximum
     compute_units: str | None = None
-    method: str = DEFAULT_METHOD
+    method: str = DEFAULT_METHOD  # "auto" is resolved by the stage (quant.schemes.resolve_method)
     calibration_file: Path | None = None  # text for data-driven methods (default: the shipped corpus)
 
 
@@ -55,9 +55,9 @@ def plan_exports(spec: ExportSpec) -> list[PlannedExport]:
         raise UnsupportedError(f"--group-size must be an even number >= 2, got {spec.group_size}")
     if spec.max_context is not None and spec.max_context < 2:
         raise UnsupportedError(f"--max-context must be at least 2, got {spec.max_context}")
-    if spec.method not in METHOD_NAMES:
-        raise UnsupportedError(f"unknown --method {spec.method!r}; choose one of: {', '.join(METHOD_NAMES)}")
-    if spec.calibration_file is not None and spec.method != "gptq":
+    if spec.method not in METHOD_CHOICES:
+        raise UnsupportedError(f"unknown --method {spec.method!r}; choose one of: {', '.join(METHOD_CHOICES)}")
+    if spec.calibration_file is not None and spec.method not in ("gptq", AUTO):
         raise UnsupportedError(f"--calibration applies to --method gptq, not {spec.method}")
     if spec.calibration_file is not None and not Path(spec.calibration_file).is_file():
         raise UnsupportedError(f"calibration text {spec.calibration_file} does not exist")
@@ -71,11 +71,12 @@ def plan_exports(spec: ExportSpec) -> list[PlannedExport]:
             if quant not in backend.schemes:
                 raise UnsupportedError(f"--quant {quant} is not supported by the {backend.name} backend "
                                        f"(it supports {', '.join(backend.schemes)})")
-            choice = spec.embedding_quant or backend.default_embedding[quant]
-            if choice not in backend.embedding_choices:
-                raise UnsupportedError(f"--embedding-quant {choice} is not supported by the {backend.name} backend")
-            scheme = get_scheme(quant).with_group_size(spec.group_size).with_embedding(
-                embedding_format(choice, spec.group_size))
+            scheme = get_scheme(quant).with_group_size(spec.group_size)
+            if spec.embedding_quant is not None:
+                if spec.embedding_quant not in backend.embedding_choices:
+                    raise UnsupportedError(f"--embedding-quant {spec.embedding_quant} is not supported by the "
+                                           f"{backend.name} backend")
+                scheme = scheme.with_embedding(embedding_format(spec.embedding_quant, spec.group_size))
             planned.append(PlannedExport(backend, scheme, artifact_folder(backend.name, quant, spec.embedding_quant),
                                          spec.compute_units if backend.compute_units else None, spec.method))
     return planned

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mobilellm_export.errors import MobileLLMError, UnsupportedError
 from mobilellm_export.export.plan import DEFAULT_CONTEXT
-from mobilellm_export.quant.schemes import DEFAULT_METHOD, METHOD_NAMES
+from mobilellm_export.quant.schemes import DEFAULT_METHOD, METHOD_CHOICES
 from mobilellm_export.export.registry import BACKENDS
 from mobilellm_export.progress import Progress
 from mobilellm_export.quiet import quiet_third_party
@@ -258,13 +258,14 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--quant", nargs="+", required=True, metavar="Q",
                      help="; ".join(f"{b.name}: {', '.join(b.schemes)}" for b in BACKENDS.values()))
     exp.add_argument("--embedding-quant", choices=("none", "int8", "int4"),
-                     help="format of the one shared embedding/output matrix (default: the scheme's own width, "
-                          "int8 for int4-asym, float for fp32)")
+                     help="format of the one shared embedding/output matrix (default: the scheme's own: "
+                          "int8 for int8, int4 and int4-asym, float for float schemes)")
     exp.add_argument("--group-size", type=int, default=32, metavar="G", help="int4 group size (default 32)")
-    exp.add_argument("--method", choices=METHOD_NAMES, default=DEFAULT_METHOD,
+    exp.add_argument("--method", choices=METHOD_CHOICES, default=DEFAULT_METHOD,
                      help="how the quantization stage chooses codes: rtn (round to nearest, extreme kept exact), "
                           "mse (per-group scale search, no data) or gptq (calibrated on text, act-order); "
-                          f"default {DEFAULT_METHOD}")
+                          f"default {DEFAULT_METHOD}: gptq for 4-bit linears when there is calibration text "
+                          "(a tokenizer or --calibration), else rtn")
     exp.add_argument("--calibration", metavar="FILE",
                      help="gptq: calibration text (UTF-8); default: the embedded model's training corpus, "
                           "disjoint from the held-out text verify scores")

@@ -2,8 +2,8 @@
 not yet quantized, weighted by the layer's input statistics (the Hessian H = 2 X^T X of its
 calibration inputs). Act-order (columns by decreasing diag(H)), damping 1% of the mean diagonal,
 lazy updates in blocks of 128 columns, and scales fixed per group before the group's first column
-is quantized (from the error-compensated weights, with the stage's data-free scale choice), so
-the result is a plain group-quantized matrix every backend stores.
+is quantized (from the error-compensated weights, by the `mse` search), so the result is a plain
+group-quantized matrix every backend stores.
 
 Layers run in order: each block's linears see inputs produced by the blocks before it *already
 quantized*, so later layers compensate earlier errors. An LS block runs twice with one set of
@@ -23,7 +23,7 @@ from torch import nn
 
 from mobilellm_export.progress import Progress
 
-from .methods import _candidates, _limits
+from .methods import _limits, mse
 from .schemes import QuantScheme, WeightFormat
 
 from .codes import QuantizedWeight
@@ -89,10 +89,13 @@ def gptq_matrix(weight: torch.Tensor, hessian: torch.Tensor, fmt: WeightFormat, 
                 # The group's scale from the current (error-compensated) values of its columns.
                 members = (order // group == g).nonzero().flatten()
                 current = torch.cat([w[:, :start], w1, w[:, end:]], dim=1)[:, members].float()
-                scale, zero = _candidates(current.unsqueeze(1), fmt, torch.ones(1))
-                scales[:, g] = scale[0, :, 0, 0]
+                # The scale (and zero point) with the least squared error over the group's
+                # current values: on SmolLM2 +11.5% perplexity instead of +11.8% with the
+                # extreme-exact choice (GPTQ's compensation makes clipping cheaper than in rtn).
+                fitted = mse(current, fmt)
+                scales[:, g] = fitted.scales[:, 0]
                 if zeros is not None:
-                    zeros[:, g] = zero[0, :, 0, 0]
+                    zeros[:, g] = fitted.zero_points[:, 0].float()
                 fixed[g] = True
             s = scales[:, g].double()
             q = torch.round(w1[:, i] / s)

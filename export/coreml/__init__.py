@@ -48,7 +48,6 @@ class CoreMLBackend(Backend):
     description = "Core ML stateful .mlpackage (mlprogram, iOS 18 / macOS 15)"
     schemes = ("fp16", "int8", "int4", "int4-asym")
     embedding_choices = ("none", "int8", "int4")
-    default_embedding = {"fp16": "none", "int8": "int8", "int4": "int4", "int4-asym": "int8"}
     compute_units = COMPUTE_UNITS
     requires = ("coremltools",)
     install_hint = "coremltools (pip install coremltools==9.0)"

@@ -42,7 +42,6 @@ class ExecuTorchBackend(Backend):
     # int4 runs as XNNPACK's "8da4w" (int8 dynamic activations), recorded in the manifest.
     schemes = ("fp32", "int8", "int4")
     embedding_choices = ("none", "int8", "int4")
-    default_embedding = {"fp32": "none", "int8": "int8", "int4": "int4"}
     # The lowering stack, ExecuTorch's llama:: custom ops and its quantized_decomposed:: ops.
     requires = ("executorch.exir", "executorch.extension.llm.custom_ops.custom_ops",
                 "executorch.exir.passes._quant_patterns_and_replacements")

@@ -54,7 +54,6 @@ class OnnxBackend(Backend):
     description = "ONNX decoder with KV-cache inputs/outputs for onnxruntime and onnxruntime-genai"
     schemes = ("fp32", "int8", "int4", "int4-asym")
     embedding_choices = ("none", "int8", "int4")
-    default_embedding = {"fp32": "none", "int8": "int8", "int4": "int4", "int4-asym": "int8"}
     requires = ("onnx", "onnxruntime")
     install_hint = "the onnx and onnxruntime packages (pip install onnx onnxruntime)"
 

@@ -37,7 +37,7 @@ def export(tmp: Path, *args: str) -> Path:
 
 
 fp16 = exported("coreml", "--quant", "fp16")
-int4 = exported("coreml", "--quant", "int4", "--compute-units", "cpu_and_ne")
+int4 = exported("coreml", "--quant", "int4", "--compute-units", "cpu_and_ne", "--method", "rtn")
 
 
 @pytest.fixture(scope="module")

@@ -125,8 +125,9 @@ def test_manifest_records_what_was_built(int4):
     quant = manifest["quantization"]
     assert quant["name"] == "int4" and quant["linear"] == {"bits": 4, "group_size": 32, "scale_dtype": "bf16",
                                                            "symmetric": True}
-    assert quant["stage"]["method"] == "rtn" and quant["stage"]["linear"] == quant["linear"]
-    assert quant["embedding"]["bits"] == 4 and quant["dynamic_activations"] is True
+    assert quant["stage"]["method"] == "gptq" and quant["stage"]["linear"] == quant["linear"]
+    assert quant["stage"]["calibration"]["tokens"] == 128 * 256 and len(quant["stage"]["calibration"]["sha256"]) == 64
+    assert quant["embedding"]["bits"] == 8 and quant["dynamic_activations"] is True
     assert manifest["runtime"] == {"max_context": 256, "vocab_size": 4096, "bos_id": 1, "eos_ids": [2],
                                    "tokenizer": "tokenizer.json", "kv_cache_bytes_per_value": 4}
     assert manifest["roles"] == {"program": "model.pte", "data": "model.ptd"}
@@ -159,18 +160,27 @@ def test_executorch_artifacts_run_without_the_lowering_stack(fp32, tmp_path):
 
 
 def test_stored_weights_are_the_stages_codes(int4, embedded):
-    """XNNPACK's serialized weights are the quantization stage's codes (int4, packed as XNNPACK
-    does) with its scales in bf16: nothing was rounded again on the way."""
+    """XNNPACK's serialized weights are the quantization stage's codes (int4 linears packed as
+    XNNPACK does with bf16 scales, the int8 shared matrix with fp32 scales): nothing was rounded
+    again on the way. The default method on a model with a tokenizer is calibrated (gptq)."""
     from executorch.exir._serialize._cord import Cord
     from executorch.extension.flat_tensor.serialize.serialize import FlatTensorSerializer
 
     from mobilellm_export.export.executorch.decoder import pack_int4_like_xnnpack
+    from mobilellm_export.export.pipeline import Quantizer
+    from mobilellm_export.progress import Progress
     from mobilellm_export.quant.schemes import get_scheme
-    from mobilellm_export.quant.stage import quantize
 
+    stage = read_manifest(int4).quantization["stage"]
+    assert (stage["requested_method"], stage["method"]) == ("auto", "gptq")
     payload = FlatTensorSerializer().deserialize(Cord((int4 / "model.ptd").read_bytes()))
     buffers = {bytes(b) for b in payload.buffers}
-    quantized = quantize(embedded.model, get_scheme("int4"), "rtn")
+    quantized = Quantizer(embedded, Progress(quiet=True))(get_scheme("int4"), "auto")
+    assert quantized.method == "gptq" and quantized.embedding.fmt.bits == 8
     for name, weight in quantized.weights.items():
-        assert pack_int4_like_xnnpack(weight.codes).numpy().tobytes() in buffers, name
-        assert weight.scales.to(torch.bfloat16).view(torch.int16).numpy().tobytes() in buffers, name
+        if weight.fmt.bits == 4:
+            assert pack_int4_like_xnnpack(weight.codes).numpy().tobytes() in buffers, name
+            assert weight.scales.to(torch.bfloat16).view(torch.int16).numpy().tobytes() in buffers, name
+        else:
+            assert weight.codes.numpy().tobytes() in buffers, name
+            assert weight.scales.numpy().tobytes() in buffers, name

@@ -16,9 +16,13 @@ def test_folders_are_backend_and_scheme_and_explicit_embedding_only():
     (p,) = plan_exports(ExportSpec(backends=("executorch",), quants=("int4",), embedding_quant="int8", group_size=64))
     assert p.folder == "executorch-int4-emb-int8" == artifact_folder("executorch", "int4", "int8")
     assert p.scheme.linear.group_size == 64 and p.scheme.embedding.bits == 8
-    # Without --embedding-quant each scheme gets its backend's default for the shared matrix.
-    (q,) = plan_exports(ExportSpec(backends=("executorch",), quants=("int4",)))
-    assert q.scheme.embedding.bits == 4 and q.scheme.embedding.group_size == 32
+    # Without --embedding-quant a scheme keeps its own shared-matrix format, the same in every
+    # backend (int4: the shared matrix int8 per row); with it, the asked format.
+    for backend in ("executorch", "onnx", "coreml"):
+        (q,) = plan_exports(ExportSpec(backends=(backend,), quants=("int4",), group_size=64))
+        assert q.scheme.embedding.bits == 8 and q.scheme.embedding.group_size is None and q.method == "auto"
+    (r,) = plan_exports(ExportSpec(backends=("onnx",), quants=("int4",), embedding_quant="int4", group_size=64))
+    assert r.scheme.embedding.bits == 4 and r.scheme.embedding.group_size == 64
 
 
 def test_no_quants_means_every_scheme_of_every_backend():
@@ -38,6 +42,8 @@ def test_compute_units_go_only_to_backends_that_take_them():
     (ExportSpec(backends=("tflite",), quants=("fp32",)), "unknown backend 'tflite'"),
     (ExportSpec(backends=("onnx",), quants=("int4",), group_size=3), "--group-size must be an even number"),
     (ExportSpec(backends=("onnx",), quants=("int4",), max_context=1), "--max-context must be at least 2"),
+    (ExportSpec(backends=("onnx",), quants=("int4",), method="rtn", calibration_file="x.txt"),
+     "--calibration applies to --method gptq"),
 ])
 def test_bad_requests_are_refused_before_any_work(spec, message):
     with pytest.raises(UnsupportedError, match=message):

@@ -17,9 +17,11 @@ def test_expected_bytes_for_125m():
     params = config.parameter_counts()["unique"]
     assert expected_weight_bytes(config, SCHEMES["fp32"]) == 4 * params
     assert expected_weight_bytes(config, SCHEMES["fp16"]) == 2 * params
-    # int4 in groups of 32 with bf16 scales: half a byte plus 2/32 bytes per weight, norms fp32.
+    # int4 linears in groups of 32 with bf16 scales: half a byte plus 2/32 bytes per weight; the
+    # shared matrix int8 with one fp32 scale per row; norms fp32.
     norms = 61 * 576
-    expected = (params - norms) * (0.5 + 2 / 32) + norms * 4
+    shared = 32000 * 576
+    expected = (params - norms - shared) * (0.5 + 2 / 32) + shared + 32000 * 4 + norms * 4
     assert expected_weight_bytes(config, SCHEMES["int4"]) == pytest.approx(expected, rel=1e-9)
     # LS shares weights: the same bytes although twice the blocks run.
     assert expected_weight_bytes(get_preset("125M-LS"), SCHEMES["int4"]) == expected_weight_bytes(config, SCHEMES["int4"])

@@ -29,13 +29,13 @@ def test_codes_are_in_range_and_scales_exact_in_their_precision(fmt, method):
     lo, hi = -(2 ** (fmt.bits - 1)), 2 ** (fmt.bits - 1) - 1
     assert q.codes.dtype == torch.int8 and lo <= int(q.codes.min()) and int(q.codes.max()) <= hi
     groups = 96 // (fmt.group_size or 96)
-    assert q.scales.shape == (24, groups) and bool((q.scales > 0).all())
+    assert q.scales.shape == (24, groups) and bool((q.scales > 0).all())  # XNNPACK refuses others
     if fmt.scale_dtype == "bf16":
         assert torch.equal(q.scales, q.scales.to(torch.bfloat16).float())
     assert (q.zero_points is None) == fmt.symmetric
     # Round to nearest clips nothing but (at most) the opposite extreme: within one step everywhere.
     if method == "rtn":
-        step = q.scales.repeat_interleave(fmt.group_size or 96, dim=1)
+        step = q.scales.abs().repeat_interleave(fmt.group_size or 96, dim=1)
         assert bool(((q.dequantize() - w).abs() <= step * 1.0001).all())
 
 
@@ -46,8 +46,10 @@ def test_rtn_keeps_each_groups_extreme_exact():
     index = groups.abs().argmax(-1, keepdim=True)
     extreme = torch.gather(groups, -1, index)
     restored = torch.gather(q.dequantize().reshape(24, 3, 32), -1, index)
-    # Exact up to the bf16 rounding of the scale.
+    # Exact up to the bf16 rounding of the scale: on -8 when negative, on +7 when positive.
     assert torch.allclose(restored, extreme, rtol=1e-2)
+    codes = torch.gather(q.codes.reshape(24, 3, 32), -1, index)
+    assert bool((codes == torch.where(extreme < 0, -8, 7)).all())
 
 
 @pytest.mark.parametrize("fmt", [INT4_G32, ASYM4], ids=lambda f: f.describe())
@@ -82,3 +84,14 @@ def test_the_stage_quantizes_each_stored_matrix_once():
 def test_an_all_zero_group_round_trips():
     q = METHODS["mse"](torch.zeros(2, 64), WeightFormat(4, 32, "bf16"))
     assert torch.equal(q.dequantize(), torch.zeros(2, 64))
+
+
+def test_auto_calibrates_4_bit_linears_when_there_is_text():
+    from mobilellm_export.quant.schemes import resolve_method
+
+    assert resolve_method("auto", get_scheme("int4"), has_text=True) == "gptq"
+    assert resolve_method("auto", get_scheme("int4-asym"), has_text=True) == "gptq"
+    assert resolve_method("auto", get_scheme("int4"), has_text=False) == "rtn"
+    assert resolve_method("auto", get_scheme("int8"), has_text=True) == "gptq"
+    assert resolve_method("auto", get_scheme("fp32"), has_text=True) == "rtn"
+    assert resolve_method("mse", get_scheme("int4"), has_text=True) == "mse"

@@ -14,7 +14,7 @@ EXPORTERS = ("executorch", "torchao", "coremltools")
 
 @pytest.fixture(scope="module")
 def onnx_int4(tmp_path_factory):
-    return cli_export(tmp_path_factory.mktemp("onnx"), "onnx", "--quant", "int4")
+    return cli_export(tmp_path_factory.mktemp("onnx"), "onnx", "--quant", "int4", "--method", "rtn")
 
 
 def test_the_blocker_blocks(tmp_path):
