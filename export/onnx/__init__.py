@@ -65,9 +65,9 @@ class OnnxBackend(Backend):
 
         from .genai import GENAI_CONFIG, genai_config
         from .graph import OPSET, build_graph
-        from .weights import ACCURACY_LEVEL, stored_scheme
+        from .weights import ACCURACY_LEVEL, row_block, stored_scheme
 
-        scheme = stored_scheme(request.scheme)
+        scheme = stored_scheme(request.scheme, row_block(model.config))
         progress.step(f"building the ONNX graph: linear {scheme.linear.describe()}, "
                       f"shared embedding {scheme.embedding.describe()}")
         with torch.no_grad():

@@ -14,7 +14,7 @@ from mobilellm_export.model.modeling import MobileLLM, rope_tables
 from mobilellm_export.quant.codes import QuantizedWeight, concat_rows
 from mobilellm_export.quant.stage import EMBEDDING, QuantizedModel
 
-from .weights import ACCURACY_LEVEL, MS_DOMAIN, BlockQuantized, block_layout
+from .weights import ACCURACY_LEVEL, MS_DOMAIN, BlockQuantized, block_layout, row_block
 
 OPSET = 23  # RMSNormalization
 _HEAD_WEIGHT = "lm_head/Reshape/out0"  # the output projection's view of the shared matrix
@@ -103,7 +103,8 @@ def _mask_lengths(g: GraphWriter) -> _Lengths:
     return _Lengths(seqlens_k, g.op("Cast", [total], to=TensorProto.INT32, name="mask/total_sequence_length")[0])
 
 
-def _embed(g: GraphWriter, embedding: np.ndarray, quantized: QuantizedWeight | None) -> tuple[str, BlockQuantized | None]:
+def _embed(g: GraphWriter, embedding: np.ndarray, quantized: QuantizedWeight | None,
+           block: int) -> tuple[str, BlockQuantized | None]:
     """The shared matrix, stored once, and the token lookup over it. Returns the lookup's output
     and, when quantized, the block layout the output projection reads through a Reshape."""
     if quantized is None:
@@ -116,7 +117,7 @@ def _embed(g: GraphWriter, embedding: np.ndarray, quantized: QuantizedWeight | N
     # of an initializer into a copy at session start; on this side the copy is the one MatMulNBits
     # prepacks and releases, which measured 4.6 MB less resident memory on the 125M model than
     # reshaping for the lookup, as onnxruntime-genai's builder does.)
-    stored = block_layout(quantized)
+    stored = block_layout(quantized, block)
     g.constant("embed_tokens_Q", stored.packed.reshape(embedding.shape[0], -1))
     g.constant("embed_tokens_scales", stored.scales)
     x = g.op("GatherBlockQuantized", ["embed_tokens_Q", "input_ids", "embed_tokens_scales"], domain=MS_DOMAIN,
@@ -134,7 +135,8 @@ def _stored_linear(name: str, quantized: QuantizedModel, params: dict[str, torch
     shape = (sum(params[p].shape[0] for p in parts), params[parts[0]].shape[1])
     if quantized.scheme.linear.is_float:
         return StoredLinear(name, _np(torch.cat([params[p] for p in parts], dim=0)), shape)
-    return StoredLinear(name, block_layout(concat_rows([quantized.weight(p) for p in parts])), shape)
+    return StoredLinear(name, block_layout(concat_rows([quantized.weight(p) for p in parts]),
+                                           row_block(quantized.model.config)), shape)
 
 
 def _store_blocks(g: GraphWriter, model: MobileLLM, quantized: QuantizedModel) -> list[dict[str, StoredLinear]]:
@@ -252,7 +254,7 @@ def build_graph(model: MobileLLM, quantized: QuantizedModel, max_context: int) -
     cos, sin = rope_tables(config.head_dim, max_context, config.rope_theta)
     half = config.head_dim // 2  # RotaryEmbedding takes the first half (rotate-half layout)
     rope = g.constant("rope_cos", _np(cos[:, :half])), g.constant("rope_sin", _np(sin[:, :half]))
-    x, head = _embed(g, _np(model.embed_tokens.weight), quantized.weights.get(EMBEDDING))
+    x, head = _embed(g, _np(model.embed_tokens.weight), quantized.weights.get(EMBEDDING), row_block(model.config))
     blocks = _store_blocks(g, model, quantized)
     pending, residual = _run_blocks(g, config, blocks, x, lengths, rope)
     h = g.op("SkipSimplifiedLayerNormalization", [pending, residual, "norm"], domain=MS_DOMAIN,

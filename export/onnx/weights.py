@@ -6,6 +6,7 @@ import dataclasses
 import numpy as np
 
 from mobilellm_export.errors import UnsupportedError
+from mobilellm_export.model.config import MobileLLMConfig
 from mobilellm_export.quant.schemes import QuantScheme, WeightFormat
 from mobilellm_export.quant.codes import QuantizedWeight
 
@@ -14,10 +15,19 @@ MS_DOMAIN = "com.microsoft"
 # dot-product instructions (the setting onnxruntime-genai's builder uses for CPU int4).
 ACCURACY_LEVEL = 4
 # MatMulNBits needs blocks (a power of two of at least 16): per-channel formats are stored in
-# blocks of this size, each row's one scale repeated. 64, the largest power of two that divides
-# every preset's widths (576 = 9 x 64): the repeated fp32 scales cost half a bit per weight
-# (at 32 they cost one: 1.8 MB more for the 125M's int8 shared matrix alone).
-_ROW_BLOCK = 64
+# blocks, each row's one scale repeated, of the largest of these sizes that divides every width
+# of the model (64 for every preset: 576 = 9 x 64). The repeated fp32 scales cost half a bit per
+# weight at 64 (at 32 they cost one: 1.8 MB more for the 125M's int8 shared matrix alone).
+_ROW_BLOCKS = (64, 32, 16)
+
+
+def row_block(config: MobileLLMConfig) -> int:
+    """The block that per-channel formats are stored in for this model's widths."""
+    widths = (config.dim, config.n_heads * config.head_dim, config.ffn_dim)
+    for block in _ROW_BLOCKS:
+        if all(w % block == 0 for w in widths):
+            return block
+    raise UnsupportedError(f"the onnx backend needs model widths that are multiples of 16, got {widths}")
 
 
 def _unsigned(values: np.ndarray, bits: int) -> np.ndarray:
@@ -46,14 +56,14 @@ class BlockQuantized:
     block: int
 
 
-def block_layout(weight: QuantizedWeight) -> BlockQuantized:
+def block_layout(weight: QuantizedWeight, row_block: int) -> BlockQuantized:
     """The stage's codes and scales as MatMulNBits stores them. A per-channel format is stored in
-    blocks of 64 with each row's one scale (and zero point) repeated per block: the same numbers,
+    blocks of `row_block` with each row's one scale (and zero point) repeated per block: the same numbers,
     in the block layout the operator requires."""
     codes = weight.codes.numpy()
     n, k = codes.shape
     group = weight.fmt.group_size or k
-    block = group if weight.fmt.group_size else _ROW_BLOCK
+    block = group if weight.fmt.group_size else row_block
     if k % block:
         raise UnsupportedError(f"width {k} is not a multiple of the quantization block {block}")
     repeat = group // block
@@ -83,12 +93,12 @@ def dequantize_blockwise(packed: np.ndarray, scales: np.ndarray, bits: int,
     return values.reshape(n, -1)
 
 
-def stored_scheme(scheme: QuantScheme) -> QuantScheme:
+def stored_scheme(scheme: QuantScheme, row_block: int) -> QuantScheme:
     """The layout of the stored numbers: float32 scale containers (bf16 values are held exactly),
-    and per-channel formats in blocks of 64 with the row's scale repeated (see block_layout)."""
+    and per-channel formats in blocks of `row_block` with the row's scale repeated (see block_layout)."""
     def stored(fmt: WeightFormat) -> WeightFormat:
         if fmt.is_float:
             return fmt
-        return dataclasses.replace(fmt, group_size=fmt.group_size or _ROW_BLOCK, scale_dtype="fp32")
+        return dataclasses.replace(fmt, group_size=fmt.group_size or row_block, scale_dtype="fp32")
     return dataclasses.replace(scheme, linear=stored(scheme.linear), embedding=stored(scheme.embedding),
                                dynamic_activations=not scheme.linear.is_float)

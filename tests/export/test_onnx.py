@@ -117,7 +117,7 @@ def test_block_layout_is_what_the_operator_computes_with(fmt):
     blocks of 64): onnxruntime's own kernel multiplies by exactly the stage's dequantized weight."""
     weight = torch.from_numpy(np.random.default_rng(0).standard_normal((48, 128)).astype(np.float32))
     quantized = METHODS["rtn"](weight, fmt)
-    stored = block_layout(quantized)
+    stored = block_layout(quantized, row_block=64)
     block = fmt.group_size or 64
     assert stored.packed.shape == (48, 128 // block, block * fmt.bits // 8) and stored.packed.dtype == np.uint8
     restored = dequantize_blockwise(stored.packed, stored.scales, fmt.bits, stored.zero_points)
