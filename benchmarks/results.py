@@ -19,6 +19,7 @@ VERSIONS = {
     "executorch-peer": 1,  # benchmarks/peers/executorch.py
     "onnx-peer": 1,  # benchmarks/peers/onnx.py
     "llamacpp-peer": 1,  # benchmarks/peers/llamacpp.py
+    "quality": 1,  # benchmarks/quality.py
 }
 
 

@@ -51,7 +51,7 @@ def write_gguf(checkpoint: Path, path: Path, qtype_name: str, context: int) -> P
         raise ValueError("llama.cpp's llama architecture has no layer sharing; write the non-LS model")
     qtype = getattr(gguf.GGMLQuantizationType, qtype_name)
     writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_name(f"mobilellm-{config.n_layers}L-synthetic")
+    writer.add_name(checkpoint.name)
     writer.add_context_length(context)
     writer.add_embedding_length(config.dim)
     writer.add_block_count(config.n_layers)
@@ -64,7 +64,7 @@ def write_gguf(checkpoint: Path, path: Path, qtype_name: str, context: int) -> P
     writer.add_rope_freq_base(config.rope_theta)
     writer.add_layer_norm_rms_eps(config.norm_eps)
     writer.add_vocab_size(config.vocab_size)
-    writer.add_file_type(getattr(gguf.LlamaFileType, f"MOSTLY_{qtype_name}"))
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32 if qtype_name == "F32" else getattr(gguf.LlamaFileType, f"MOSTLY_{qtype_name}"))
     _add_tokenizer(writer, checkpoint / "tokenizer.json", config)
 
     def matrix(name: str, tensor) -> None:
@@ -116,14 +116,35 @@ def _add_tokenizer(writer: Any, tokenizer_json: Path, config: Any) -> None:
     writer.add_eos_token_id(config.eos_id)
 
 
-class LlamaCppRuntime(DecoderRuntime):
-    """llama-cpp-python with the same forward(tokens, start_pos) -> logits contract as ours."""
+def llama_quantize(source: Path, target: Path, ftype: str, threads: int) -> Path:
+    """`source` (an F32 GGUF) quantized by llama.cpp's own quantizer (what `llama-quantize` runs),
+    e.g. ftype "Q4_0" or "Q4_K_M": llama.cpp picks each tensor's type the way its users get it."""
+    import ctypes
 
-    def __init__(self, path: Path, context: int, threads: int) -> None:
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{ftype}")
+    params.nthread = threads
+    partial = target.with_name(target.name + ".partial")
+    status = llama_cpp.llama_model_quantize(str(source).encode(), str(partial).encode(), ctypes.byref(params))
+    if status != 0:
+        partial.unlink(missing_ok=True)
+        raise RuntimeError(f"llama.cpp could not quantize {source} to {ftype} (status {status})")
+    partial.rename(target)
+    return target
+
+
+class LlamaCppRuntime(DecoderRuntime):
+    """llama-cpp-python with the same forward(tokens, start_pos) -> logits contract as ours.
+    With `every_position`, one evaluation returns the logits of every position (for scoring)."""
+
+    def __init__(self, path: Path, context: int, threads: int, *, every_position: bool = False) -> None:
         from llama_cpp import Llama
 
         self.llm = Llama(model_path=str(path), n_ctx=context, n_threads=threads, n_threads_batch=threads,
-                         n_batch=512, verbose=False)
+                         n_batch=512, logits_all=every_position, verbose=False)
+        self.every_position = every_position
         self.name = "llama.cpp"
         self.max_context = context
         self.vocab_size = self.llm.n_vocab()
@@ -138,6 +159,15 @@ class LlamaCppRuntime(DecoderRuntime):
             self.llm.reset()
         self.llm.eval(tokens)
         return torch.from_numpy(np.array(self.llm.scores[self.llm.n_tokens - 1], dtype=np.float32))
+
+    def logits_all(self, tokens: list[int]):
+        if not self.every_position:
+            return super().logits_all(tokens)
+        import torch
+
+        self.llm.reset()
+        self.llm.eval(tokens)
+        return torch.from_numpy(np.array(self.llm.scores[:len(tokens)], dtype=np.float32))
 
 
 def main(argv: list[str] | None = None) -> int:
