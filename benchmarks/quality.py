@@ -70,9 +70,8 @@ def _rows(backend: str, quant: str, methods: tuple[str, ...], group_size: int = 
 # it is slow (an ExecuTorch lowering of the 135M takes about ten minutes, a Core ML conversion four).
 REAL_ROWS = (
     _rows("onnx", "int4", ("rtn", "gptq")) + _rows("onnx", "int4-asym", ("gptq",))
-    + _rows("onnx", "int4-asym", ("gptq",), 64) + _rows("onnx", "int8", ("rtn",))
-    + _rows("executorch", "int4", ("gptq",)) + _rows("onnx", "int8", ("gptq",))
-    + _rows("coreml", "int4-asym", ("gptq",))
+    + _rows("executorch", "int4", ("gptq",)) + _rows("onnx", "int4-asym", ("gptq",), 64)
+    + _rows("onnx", "int8", ("rtn", "gptq")) + _rows("coreml", "int4-asym", ("gptq",))
 )
 EMBEDDED_ROWS = (
     _rows("onnx", "int4", ("rtn", "mse", "gptq")) + _rows("onnx", "int4-asym", ("rtn", "gptq"))

@@ -37,11 +37,19 @@ class Tolerance:
     greedy_equal: bool
 
 
-# Keyed by the narrowest weight width in the artifact.
+# Keyed by the narrowest weight width in the artifact. The quantized bounds come from real weights
+# (SmolLM2-135M, `make bench` quality report, README "Quantization"), where the gaps are widest:
+# - 8 bits: calibrated int8 loses about +0.5% perplexity (weights-level checks; llama.cpp's Q8_0 of
+#   the same weights +0.3%); round to nearest with XNNPACK's per-token int8 activations +2.1%. The
+#   bound (+1.5%, 90% agreement) passes the default and fails an uncalibrated or mis-scaled int8.
+# - 4 bits: the calibrated default loses +7.7% (ONNX) to +9.3% (ExecuTorch) at 82-86% agreement;
+#   round to nearest +29% at 71%, llama.cpp's own Q4_0 +21% at 74%. The bound (+15%, 80%) passes
+#   the default with a margin and fails plain rounding. On the embedded model every quantized
+#   artifact is far inside both bounds (int4 +0.4%).
 TOLERANCES = {
     32: Tolerance(min_agreement=0.99, max_ppl_increase=0.005, greedy_equal=True),
     16: Tolerance(min_agreement=0.97, max_ppl_increase=0.01, greedy_equal=False),
-    8: Tolerance(min_agreement=0.90, max_ppl_increase=0.05, greedy_equal=False),
+    8: Tolerance(min_agreement=0.90, max_ppl_increase=0.015, greedy_equal=False),
     4: Tolerance(min_agreement=0.80, max_ppl_increase=0.15, greedy_equal=False),
 }
 
