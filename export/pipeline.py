@@ -50,10 +50,9 @@ class Quantizer:
         key = (scheme, chosen)
         if key not in self._done:
             why = ""
-            if method == AUTO:
-                wanted = resolve_method(AUTO, scheme, has_text=True)
-                why = " (auto)" if chosen == wanted else (f" (auto: {wanted} needs calibration text and "
-                                                          "the model has no tokenizer; pass --calibration FILE)")
+            if method == AUTO:  # auto falls back to rtn only for want of text
+                why = " (auto)" if self.has_text or scheme.linear.is_float else (
+                    " (auto: gptq needs calibration text and the model has no tokenizer; pass --calibration FILE)")
             self.progress.step(f"quantizing ({chosen}{why}): linear {scheme.linear.describe()}, "
                                f"shared matrix {scheme.embedding.describe()}")
             needs_text = chosen == "gptq" and not scheme.linear.is_float
