@@ -68,10 +68,14 @@ def _rows(backend: str, quant: str, methods: tuple[str, ...], group_size: int = 
 # The methods where a backend's export is quick (ONNX, where the other backends' codes are scored
 # too: the codes of a scheme and method are the same numbers everywhere); the default (gptq) where
 # it is slow (an ExecuTorch lowering of the 135M takes about ten minutes, a Core ML conversion four).
+# Rows that share a (scheme, method) sit together: the stage runs once per pair in a process.
+# Core ML's row is for size only (its packages execute on macOS alone), so it is not given a
+# GPTQ stage of its own: the codes' quality is the ONNX row's.
 REAL_ROWS = (
-    _rows("onnx", "int4", ("rtn", "gptq")) + _rows("onnx", "int4-asym", ("gptq",))
-    + _rows("executorch", "int4", ("gptq",)) + _rows("onnx", "int4-asym", ("gptq",), 64)
-    + _rows("onnx", "int8", ("rtn", "gptq")) + _rows("coreml", "int4-asym", ("gptq",))
+    _rows("onnx", "int4", ("rtn", "gptq")) + _rows("executorch", "int4", ("gptq",))
+    + _rows("onnx", "int4-asym", ("gptq",))
+    + _rows("onnx", "int8", ("rtn", "gptq")) + _rows("executorch", "int8", ("gptq",))
+    + _rows("coreml", "int4", ("rtn",))
 )
 EMBEDDED_ROWS = (
     _rows("onnx", "int4", ("rtn", "mse", "gptq")) + _rows("onnx", "int4-asym", ("rtn", "gptq"))
