@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from mobilellm_export.cli import main
-from mobilellm_export.bundle import BUNDLE_DIR, BUNDLE_MANIFEST, bundle, schema, validate
+from mobilellm_export import jsonschemas
+from mobilellm_export.bundle import BUNDLE_DIR, BUNDLE_MANIFEST, bundle, validate
 from mobilellm_export.errors import UnsupportedError
 
 from ..conftest import small_checkpoint_with_tokenizer
@@ -99,7 +100,7 @@ def swift_keys() -> set[str]:
 
 def test_app_sources_read_exactly_the_schema_keys():
     assert KOTLIN and SWIFT
-    defined = {key.split(".")[-1] for key in schema_keys(schema())}
+    defined = {key.split(".")[-1] for key in schema_keys(jsonschemas.load(jsonschemas.BUNDLE_MANIFEST))}
     read = kotlin_keys() | swift_keys()
     assert kotlin_keys() <= defined, kotlin_keys() - defined
     assert swift_keys() <= defined, swift_keys() - defined
