@@ -35,6 +35,7 @@ def artifacts(tmp_path_factory):
 
 
 def test_bundle_for_android_copies_files_and_a_valid_manifest(artifacts, tmp_path, capsys):
+    (tmp_path / "android_demo").mkdir()  # a repository checkout's app folder
     assert main(["--quiet", "bundle", str(artifacts / "executorch-fp32"), "--app", "android", "--repo", str(tmp_path)]) == 0
     target = tmp_path / "android_demo/app/src/main/assets" / BUNDLE_DIR
     manifest = json.loads((target / BUNDLE_MANIFEST).read_text())
