@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mobilellm_export import jsonschemas
 from mobilellm_export.errors import UnsupportedError
 from mobilellm_export.jsonfile import read_json_object
 
@@ -28,8 +29,15 @@ def header(kind: str) -> dict[str, Any]:
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
+# Kinds that this package reads back (bench --results / --compare), with the schema they follow.
+SCHEMAS = {"bench": jsonschemas.BENCH_RESULTS}
+
+
 def read(path: Path, kind: str) -> dict[str, Any]:
     data = read_json_object(path, UnsupportedError)
     if data.get("kind") != kind or data.get("schema_version") != VERSIONS[kind]:
         raise UnsupportedError(f"{path} is not a {kind} result of schema version {VERSIONS[kind]}")
+    problem = jsonschemas.first_problem(data, SCHEMAS[kind]) if kind in SCHEMAS else None
+    if problem:
+        raise UnsupportedError(f"{path} is not a complete {kind} result: {problem}")
     return data

@@ -9,7 +9,9 @@ under the requested name.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mobilellm_export.errors import UnsupportedError
+from mobilellm_export.interrupts import cleanup_on_exit
 from mobilellm_export.runtimes.manifest import FORMAT, MANIFEST, SCHEMA_VERSION, sha256_file
 from mobilellm_export.versions import library_versions
 
@@ -31,11 +34,13 @@ def write_artifact(target: Path, build: Callable[[Path], dict[str, Any]], *, ove
     created_parent = not target.parent.exists()
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+        _remove_stale_partials(target)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-{os.getpid()}-", dir=target.parent))
     except OSError as exc:
         raise UnsupportedError(f"cannot write to {target.parent}: {exc.strerror or exc}") from None
     try:
-        manifest = build(tmp)
+        with cleanup_on_exit(tmp):
+            manifest = build(tmp)
         # Every file, also inside package directories (a Core ML .mlpackage), by relative path.
         files = {p.relative_to(tmp).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
                  for p in sorted(tmp.rglob("*")) if p.is_file()}
@@ -52,9 +57,38 @@ def write_artifact(target: Path, build: Callable[[Path], dict[str, Any]], *, ove
             shutil.rmtree(old, ignore_errors=True)
         else:
             tmp.rename(target)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_created_parent(target, created_parent)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise UnsupportedError(f"writing {target} failed: {exc.strerror}; nothing was left behind") from None
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        if created_parent and not any(target.parent.iterdir()):
-            target.parent.rmdir()
+        _remove_created_parent(target, created_parent)
         raise
     return manifest
+
+
+def _remove_created_parent(target: Path, created: bool) -> None:
+    if created and target.parent.is_dir() and not any(target.parent.iterdir()):
+        target.parent.rmdir()
+
+
+def _remove_stale_partials(target: Path) -> None:
+    """Temporary directories of earlier exports of `target` whose process is gone (killed with
+    SIGKILL, or by a power cut): their names carry the writer's process id."""
+    for stale in target.parent.glob(f".{target.name}.partial-*"):
+        pid = stale.name.removeprefix(f".{target.name}.partial-").split("-", 1)[0]
+        if not pid.isdigit() or not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True

@@ -13,12 +13,12 @@ import json
 import shutil
 import tempfile
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from mobilellm_export.errors import MissingDependencyError, UnsupportedError
-from mobilellm_export.runtimes.manifest import ArtifactError, Manifest, checksum_problems, read_manifest, sha256_file
+from mobilellm_export.errors import UnsupportedError
+from mobilellm_export import jsonschemas
+from mobilellm_export.runtimes.manifest import ArtifactError, Manifest, checksum_problems, read_manifest
 from mobilellm_export.runtimes.registry import ADAPTERS, adapter_for
 
 BUNDLE_MANIFEST = "bundle.json"
@@ -43,20 +43,10 @@ APPS = {
 }
 
 
-def schema() -> dict[str, Any]:
-    return json.loads(resources.files("mobilellm_export").joinpath("schemas/bundle-manifest.schema.json").read_text())
-
-
 def validate(manifest: dict[str, Any]) -> None:
-    try:
-        import jsonschema
-    except ImportError as exc:
-        raise MissingDependencyError(f"bundle validation needs jsonschema (pip install jsonschema): {exc}") from None
-    errors = sorted(jsonschema.Draft202012Validator(schema()).iter_errors(manifest), key=lambda e: list(e.path))
-    if errors:
-        first = errors[0]
-        where = "/".join(str(p) for p in first.path) or "(top level)"
-        raise UnsupportedError(f"bundle manifest is invalid at {where}: {first.message}")
+    problem = jsonschemas.first_problem(manifest, jsonschemas.BUNDLE_MANIFEST)
+    if problem:
+        raise UnsupportedError(f"bundle manifest is invalid {problem}")
 
 
 def _role_files(manifest: Manifest) -> dict[str, str]:
@@ -69,14 +59,15 @@ def _role_files(manifest: Manifest) -> dict[str, str]:
 def build_manifest(manifest: Manifest, max_new_tokens: int = 128, temperature: float = 0.0) -> dict[str, Any]:
     artifact = manifest.directory
     files = _role_files(manifest)
+    # Only files the manifest lists (a role names a file or a package directory): the manifest
+    # reader has checked each one's path stays inside the artifact, and the caller their checksums,
+    # so nothing else on disk (a stray file, a symbolic link) is ever copied.
     integrity: dict[str, dict[str, Any]] = {}
     for rel in files.values():
-        path = artifact / rel
-        for item in ([path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())):
-            integrity[item.relative_to(artifact).as_posix()] = {"sha256": sha256_file(item), "bytes": item.stat().st_size}
-    companion = artifact / "tokenizer_config.json"
-    if companion.is_file():  # bos/eos names for the runners' tokenizers
-        integrity["tokenizer_config.json"] = {"sha256": sha256_file(companion), "bytes": companion.stat().st_size}
+        for name in sorted(n for n in manifest.files if n == rel or n.startswith(f"{rel}/")):
+            integrity[name] = dict(manifest.files[name])
+    if "tokenizer_config.json" in manifest.files:  # bos/eos names for the runners' tokenizers
+        integrity["tokenizer_config.json"] = dict(manifest.files["tokenizer_config.json"])
     runtime = manifest.runtime
     return {
         "schema_version": 1,
@@ -91,6 +82,27 @@ def build_manifest(manifest: Manifest, max_new_tokens: int = 128, temperature: f
         "integrity": integrity,
         "total_bytes": sum(entry["bytes"] for entry in integrity.values()),
     }
+
+
+def _target(artifact: Path, app: App, into: Path | None, repo_root: Path | None) -> Path:
+    """Where model/ goes: under --into, or the app's folder of the repository (which must exist:
+    run outside the repository, the default would create a stray android_demo/ here). Never in
+    or above the artifact, which the bundle would otherwise overwrite or contain."""
+    if into is not None:
+        parent = Path(into)
+    else:
+        root = Path(repo_root) if repo_root is not None else Path.cwd()
+        app_dir = root / Path(app.default_parent).parts[0]
+        if not app_dir.is_dir():
+            raise UnsupportedError(f"{root} holds no {app_dir.name}/ (not the repository root?); pass --into PATH "
+                                   "or --repo DIR")
+        parent = root / app.default_parent
+    target = (parent / BUNDLE_DIR).resolve()
+    source = artifact.resolve()
+    if target == source or target.is_relative_to(source) or source.is_relative_to(target):
+        raise UnsupportedError(f"the bundle {target} would be written into or over the artifact {artifact}; "
+                               "choose another --into")
+    return target
 
 
 def bundle(artifact: Path, app_name: str, *, into: Path | None = None, repo_root: Path | None = None,
@@ -115,15 +127,21 @@ def bundle(artifact: Path, app_name: str, *, into: Path | None = None, repo_root
         raise UnsupportedError(f"the bundle would be {content['total_bytes'] / 1e6:.1f} MB, over the "
                                f"{limit / 1e6:.0f} MB the {app.name} app can ship ({app.why_limit}); "
                                "pick a smaller scheme or pass --max-bytes")
-    parent = Path(into) if into is not None else (repo_root or Path.cwd()) / app.default_parent
-    target = parent / BUNDLE_DIR
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".bundle-partial-", dir=parent))
+    target = _target(artifact, app, into, repo_root)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".bundle-partial-", dir=target.parent))
+    except OSError as exc:
+        raise UnsupportedError(f"cannot write to {target.parent}: {exc.strerror or exc}") from None
     try:
         for rel in content["integrity"]:
-            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(artifact / rel, tmp / rel)
+            destination = tmp / rel
+            if not destination.resolve().is_relative_to(tmp.resolve()):  # paths were validated; kept as a guard
+                raise ArtifactError(f"{artifact}: {rel!r} would be written outside the bundle")
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(artifact / rel, destination, follow_symlinks=False)
         (tmp / BUNDLE_MANIFEST).write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
+        tmp.chmod(0o755)  # mkdtemp's 0700 would leave the app's build unable to read it
         if target.exists():
             if not overwrite:
                 raise UnsupportedError(f"{target} already exists")

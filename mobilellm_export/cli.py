@@ -8,18 +8,25 @@ line (exit 2) unless `--debug` asks for the traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from mobilellm_export.arguments import Parser, int_list, integer, real, text
 from mobilellm_export.errors import MobileLLMError, UnsupportedError
+from mobilellm_export.interrupts import Interrupted, interruptible
 from mobilellm_export.export.plan import DEFAULT_CONTEXT
 from mobilellm_export.quant.schemes import DEFAULT_METHOD, METHOD_CHOICES
 from mobilellm_export.export.registry import BACKENDS
 from mobilellm_export.progress import Progress
 from mobilellm_export.quiet import quiet_third_party
+
+if TYPE_CHECKING:
+    from mobilellm_export.export.plan import ExportSpec, PlannedExport
 
 PROG = "mobilellm-export"
 
@@ -40,6 +47,11 @@ def _model_arg(parser: argparse.ArgumentParser) -> None:
         help="checkpoint directory, Hugging Face id (org/name), preset name (e.g. 125M, 350M-LS) or "
              "synthetic:<preset>; default: the embedded tiny model",
     )
+
+
+def _checksum_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-verify-checksums", action="store_true",
+                        help="run the artifact even if its files differ from the sizes and sha256 in its manifest")
 
 
 # -- info ----------------------------------------------------------------------------------------
@@ -67,7 +79,7 @@ def cmd_generate(args: argparse.Namespace, progress: Progress) -> int:
         from mobilellm_export.runtimes.registry import open_artifact
 
         progress.step(f"loading {args.artifact}")
-        opened = open_artifact(Path(args.artifact))
+        opened = open_artifact(Path(args.artifact), check_files=not args.no_verify_checksums)
         runtime, tokenizer, label = opened.runtime, opened.require_tokenizer(), str(args.artifact)
     else:
         from mobilellm_export.model.reference import EagerRuntime
@@ -107,9 +119,7 @@ def cmd_generate(args: argparse.Namespace, progress: Progress) -> int:
 # -- export and verify ---------------------------------------------------------------------------
 
 def cmd_export(args: argparse.Namespace, progress: Progress) -> int:
-    from mobilellm_export.export.pipeline import Quantizer, export_artifact
-    from mobilellm_export.export.plan import ExportSpec, check_model, existing_targets, plan_exports, resolve_context
-    from mobilellm_export.model.sources import load_model
+    from mobilellm_export.export.plan import ExportSpec, existing_targets, plan_exports
 
     spec = ExportSpec(backends=tuple(args.backend), quants=tuple(args.quant), embedding_quant=args.embedding_quant,
                       group_size=args.group_size, max_context=args.max_context, compute_units=args.compute_units,
@@ -122,11 +132,24 @@ def cmd_export(args: argparse.Namespace, progress: Progress) -> int:
     if existing and not args.overwrite:
         raise UnsupportedError(f"{existing[0]} already exists; choose another --output or pass --overwrite")
 
+    with interruptible():  # Ctrl-C / SIGTERM stop at the next step, cleaning up (interrupts.py)
+        return _export(args, spec, planned, output, progress)
+
+
+def _export(args: argparse.Namespace, spec: ExportSpec, planned: list[PlannedExport], output: Path,
+            progress: Progress) -> int:
+    from mobilellm_export.export.pipeline import Quantizer, export_artifact
+    from mobilellm_export.export.plan import check_model, resolve_context
+    from mobilellm_export.model.sources import load_model
+
     loaded = load_model(args.model, progress=progress)
     check_model(spec, loaded.config)
     context, note = resolve_context(spec, loaded.config)
     if note:
         progress.step(note)
+    if loaded.tokenizer is None:  # said even with --quiet: the artifacts will lack something apps need
+        print(f"{PROG}: warning: {loaded.label} has no tokenizer (tokenizer.json or tokenizer.model), so its "
+              "artifacts will have none: the apps, `generate` and the stock runners need one", file=sys.stderr)
     # Codes computed once per scheme, for every backend.
     quantizer = Quantizer(loaded, progress, calibration_file=spec.calibration_file)
     for p in planned:
@@ -162,15 +185,10 @@ def cmd_bench(args: argparse.Namespace, progress: Progress) -> int:
     if args.results is not None:
         results = read_results(Path(args.results))
     else:
-        try:
-            lengths = tuple(int(x) for x in args.prompt_lengths.split(",") if x.strip())
-        except ValueError:
-            raise UnsupportedError(f"--prompt-lengths takes comma-separated integers, got {args.prompt_lengths!r}") from None
-        if not lengths or min(lengths) < 1 or args.new_tokens < 2 or args.repeats < 1 or args.threads < 1:
-            raise UnsupportedError("--prompt-lengths, --new-tokens (>= 2), --repeats and --threads must be positive")
-        options = BenchOptions(target=args.target, threads=args.threads, prompt_lengths=lengths,
+        options = BenchOptions(target=args.target, threads=args.threads, prompt_lengths=args.prompt_lengths,
                                new_tokens=args.new_tokens, repeats=args.repeats, quality=not args.no_quality,
-                               eval_tokens=args.eval_tokens, runner=Path(args.runner) if args.runner else None)
+                               eval_tokens=args.eval_tokens, runner=Path(args.runner) if args.runner else None,
+                               check_files=not args.no_verify_checksums)
         logs = Path(args.json).parent / "bench-logs" if args.json else Path("bench-logs")
         results = run_bench([Path(a) for a in args.artifacts], options, logs, progress)
     report = markdown(results)
@@ -225,7 +243,7 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     common = _common(top=False)
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog=PROG, parents=[_common(top=True)],
         description="Export Meta's MobileLLM models to phone artifacts (ExecuTorch, Core ML, ONNX), verify and measure them.",
     )
@@ -234,21 +252,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", parents=[common], help="architecture, parameter counts and expected artifact sizes")
     _model_arg(info)
-    info.add_argument("--max-context", type=int, metavar="N", help="context length for the KV-cache figures")
+    info.add_argument("--max-context", type=integer(2), metavar="N", help="context length for the KV-cache figures")
     info.add_argument("--json", action="store_true", help="print machine-readable JSON")
     info.set_defaults(run=cmd_info)
 
     gen = sub.add_parser("generate", parents=[common], help="generate text with the eager model or an artifact")
     gen.add_argument("artifact", nargs="?", metavar="ARTIFACT_DIR", help="an exported artifact directory")
     _model_arg(gen)
-    gen.add_argument("--prompt", required=True, help="text to continue")
-    gen.add_argument("--max-new-tokens", type=int, default=64, metavar="N")
-    gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    gen.add_argument("--top-k", type=int, metavar="K")
-    gen.add_argument("--top-p", type=float, metavar="P")
+    gen.add_argument("--prompt", required=True, type=text, help="text to continue")
+    gen.add_argument("--max-new-tokens", type=integer(1), default=64, metavar="N")
+    gen.add_argument("--temperature", type=real(0, 100, zero_or_at_least=0.01), default=0.0,
+                     help="0 = greedy (default); sampling from 0.01")
+    gen.add_argument("--top-k", type=integer(1), metavar="K")
+    gen.add_argument("--top-p", type=real(0, 1), metavar="P")
     gen.add_argument("--seed", type=int, help="seed for sampling")
-    gen.add_argument("--max-context", type=int, metavar="N", help="KV-cache length (default: the model's)")
+    gen.add_argument("--max-context", type=integer(2), metavar="N", help="KV-cache length (default: the model's)")
     gen.add_argument("--json", action="store_true", help="print the result and statistics as JSON")
+    _checksum_arg(gen)
     gen.set_defaults(run=cmd_generate)
 
     exp = sub.add_parser("export", parents=[common], help="write phone artifacts with manifests",
@@ -260,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--embedding-quant", choices=("none", "int8", "int4"),
                      help="format of the one shared embedding/output matrix (default: the scheme's own: "
                           "int8 for int8, int4 and int4-asym, float for float schemes)")
-    exp.add_argument("--group-size", type=int, default=32, metavar="G", help="int4 group size (default 32)")
+    exp.add_argument("--group-size", type=integer(1), default=32, metavar="G", help="int4 group size (default 32)")
     exp.add_argument("--method", choices=METHOD_CHOICES, default=DEFAULT_METHOD,
                      help="how the quantization stage chooses codes: rtn (round to nearest, extreme kept exact), "
                           "mse (per-group scale search, no data) or gptq (calibrated on text, act-order); "
@@ -269,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--calibration", metavar="FILE",
                      help="gptq: calibration text (UTF-8); default: the embedded model's training corpus, "
                           "disjoint from the held-out text verify scores")
-    exp.add_argument("--max-context", type=int, metavar="N",
+    exp.add_argument("--max-context", type=integer(2), metavar="N",
                      help=f"KV-cache length (default {DEFAULT_CONTEXT}, capped at the model's maximum)")
     exp.add_argument("--compute-units", choices=sorted({u for b in BACKENDS.values() for u in b.compute_units}),
                      help="; ".join(f"{b.name}: the compute units the app should load the artifact with"
@@ -282,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     ver = sub.add_parser("verify", parents=[common], help="check artifacts against the eager PyTorch model")
     ver.add_argument("artifacts", nargs="+", metavar="ARTIFACT_DIR")
     ver.add_argument("--model", metavar="M", help="reference model (default: the one named in the manifest)")
-    ver.add_argument("--eval-tokens", type=int, default=4096, metavar="N", help="positions to score (default 4096)")
+    ver.add_argument("--eval-tokens", type=integer(64, why=" (held-out positions to score)"), default=4096, metavar="N", help="positions to score (default 4096)")
     ver.set_defaults(run=cmd_verify)
 
     bench = sub.add_parser("bench", parents=[common], help="latency, memory and quality of artifacts",
@@ -290,19 +310,20 @@ def build_parser() -> argparse.ArgumentParser:
                                        "token, prefill/decode speed, memory, perplexity and agreement.")
     bench.add_argument("artifacts", nargs="*", metavar="ARTIFACT_DIR")
     bench.add_argument("--target", choices=("host", "adb"), default="host")
-    bench.add_argument("--threads", type=int, default=2, metavar="N")
-    bench.add_argument("--prompt-lengths", default="32,128", metavar="L1,L2")
-    bench.add_argument("--new-tokens", type=int, default=64, metavar="N")
-    bench.add_argument("--repeats", type=int, default=5, metavar="N", help="measured runs after one warm-up")
-    bench.add_argument("--eval-tokens", type=int, default=1024, metavar="N", help="held-out positions for quality")
+    bench.add_argument("--threads", type=integer(1), default=2, metavar="N")
+    bench.add_argument("--prompt-lengths", type=int_list(1), default=(32, 128), metavar="L1,L2")
+    bench.add_argument("--new-tokens", type=integer(2), default=64, metavar="N")
+    bench.add_argument("--repeats", type=integer(1), default=5, metavar="N", help="measured runs after one warm-up")
+    bench.add_argument("--eval-tokens", type=integer(64), default=1024, metavar="N", help="held-out positions for quality")
     bench.add_argument("--no-quality", action="store_true", help="skip perplexity and agreement")
     bench.add_argument("--runner", metavar="PATH", help="adb: ExecuTorch's LLM runner binary built for Android")
     bench.add_argument("--json", metavar="FILE", help="write the results (JSON, kind \"bench\")")
     bench.add_argument("--report", metavar="FILE", help="write the Markdown table")
+    _checksum_arg(bench)
     bench.add_argument("--plots", metavar="DIR", help="write PNG plots")
     bench.add_argument("--results", metavar="FILE", help="report on (and compare) an earlier --json instead of measuring")
     bench.add_argument("--compare", metavar="BASELINE", help="fail when a figure regressed against this --json")
-    bench.add_argument("--max-regression", type=float, default=0.15, metavar="R",
+    bench.add_argument("--max-regression", type=real(0, 0.99), default=0.15, metavar="R",
                        help="allowed relative regression for --compare (default 0.15)")
     bench.set_defaults(run=cmd_bench)
 
@@ -313,16 +334,16 @@ def build_parser() -> argparse.ArgumentParser:
     bun.add_argument("--app", choices=("android", "ios"), required=True)
     bun.add_argument("--into", metavar="PATH", help="parent folder for model/ (default: the app's asset folder)")
     bun.add_argument("--repo", metavar="DIR", help="repository root holding android_demo/ and ios_demo/ (default: .)")
-    bun.add_argument("--max-bytes", type=int, metavar="N", help="size limit (default: what the app can ship, 200 MB)")
+    bun.add_argument("--max-bytes", type=integer(1), metavar="N", help="size limit (default: what the app can ship, 200 MB)")
     bun.set_defaults(run=cmd_bundle)
 
     demo = sub.add_parser("demo", parents=[common], help="the whole pipeline on the embedded model (make demo)",
                           description="Export the embedded model with every backend and scheme that works here, "
                                       "verify each artifact and print one table of size, speed and quality.")
     demo.add_argument("--output", default="out/demo", metavar="DIR", help="where artifacts are written")
-    demo.add_argument("--eval-tokens", type=int, default=4096, metavar="N", help="held-out positions to score")
-    demo.add_argument("--new-tokens", type=int, default=48, metavar="N")
-    demo.add_argument("--threads", type=int, default=2, metavar="N")
+    demo.add_argument("--eval-tokens", type=integer(64), default=4096, metavar="N", help="held-out positions to score")
+    demo.add_argument("--new-tokens", type=integer(2), default=48, metavar="N")
+    demo.add_argument("--threads", type=integer(1), default=2, metavar="N")
     demo.set_defaults(run=cmd_demo)
 
     return parser
@@ -332,6 +353,10 @@ def _version() -> str:
     from mobilellm_export import __version__
 
     return __version__
+
+
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO,
+                       errno.EMFILE, errno.ENAMETOOLONG}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -350,9 +375,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like: not an error
         sys.stdout = open(os.devnull, "w")  # keep the interpreter's final flush quiet
         return 0
-    except KeyboardInterrupt:
+    except OSError as exc:
+        # The machine's, not the tool's: a full disk, a file too large, no permission.
+        if args.debug or exc.errno not in _ENVIRONMENT_ERRNOS:
+            raise
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"{PROG}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as exc:
         print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+        return exc.exit_code if isinstance(exc, Interrupted) else 130
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 import time
 
+from . import interrupts
+
 
 class Progress:
     def __init__(self, *, quiet: bool = False) -> None:
@@ -12,5 +14,6 @@ class Progress:
         self._start = time.perf_counter()
 
     def step(self, message: str) -> None:
+        interrupts.check()  # every step is a safe point to stop at (see interrupts.py)
         if not self.quiet:
             print(f"[{time.perf_counter() - self._start:6.1f}s] {message}", file=sys.stderr, flush=True)

@@ -113,7 +113,7 @@ def verify_artifact(directory: Path, *, model: str | None = None, eval_tokens: i
         return report
 
     progress.step(f"opening {directory} ({manifest.backend})")
-    artifact = open_artifact(directory)
+    artifact = open_artifact(directory, check_files=False)  # checked above, as part of the report
     runtime = artifact.runtime
     same = runtime.max_context == settings.max_context and runtime.vocab_size == settings.vocab_size
     report.add("metadata", same, f"context {runtime.max_context}, vocabulary {runtime.vocab_size}")

@@ -11,7 +11,13 @@ be present with the right shape; anything missing, mis-shaped, unexpected or unr
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
+import sys
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +62,8 @@ def config_from_hf(data: dict[str, Any]) -> MobileLLMConfig:
     if data.get("attention_bias") or data.get("mlp_bias"):
         raise CheckpointError("checkpoints with attention or MLP biases are not supported")
     rope = data.get("rope_parameters") or {}  # transformers >= 5 nests rope settings here
+    if not isinstance(rope, dict):
+        raise CheckpointError(f"config.json: rope_parameters must be an object, got {rope!r}")
     rope_type = rope.get("rope_type", "default")
     if data.get("rope_scaling") or rope_type != "default":
         raise CheckpointError("rope scaling is not supported (MobileLLM uses plain RoPE)")
@@ -68,22 +76,23 @@ def config_from_hf(data: dict[str, Any]) -> MobileLLMConfig:
     eos = data.get("eos_token_id", 2)
     if isinstance(eos, list):  # several stop ids: the first is the one the runners write out
         eos = eos[0] if eos else 2
+    whole = _whole_number
     try:
-        dim = int(data["hidden_size"])
-        n_heads = int(data["num_attention_heads"])
+        dim = whole(data, "hidden_size")
+        n_heads = whole(data, "num_attention_heads")
         return MobileLLMConfig(
-            vocab_size=int(data["vocab_size"]),
+            vocab_size=whole(data, "vocab_size"),
             dim=dim,
-            n_layers=int(data["num_hidden_layers"]),
+            n_layers=whole(data, "num_hidden_layers"),
             n_heads=n_heads,
-            n_kv_heads=int(data.get("num_key_value_heads") or n_heads),
-            ffn_dim=int(data["intermediate_size"]),
-            head_dim=int(data.get("head_dim") or dim // n_heads),
+            n_kv_heads=whole(data, "num_key_value_heads", n_heads),
+            ffn_dim=whole(data, "intermediate_size"),
+            head_dim=whole(data, "head_dim", dim // n_heads),
             rope_theta=float(rope.get("rope_theta", data.get("rope_theta", 10000.0))),
             norm_eps=float(data.get("rms_norm_eps", 1e-5)),
             share_embedding=shared,
             layer_sharing=sharing,
-            max_seq_len=int(data.get("max_position_embeddings", 2048)),
+            max_seq_len=whole(data, "max_position_embeddings", 2048),
             bos_id=int(data.get("bos_token_id", 1) if data.get("bos_token_id") is not None else 1),
             eos_id=int(eos if eos is not None else 2),
         )
@@ -93,6 +102,19 @@ def config_from_hf(data: dict[str, Any]) -> MobileLLMConfig:
         raise CheckpointError(f"config.json has a field of the wrong type: {exc}") from None
     except ConfigError as exc:
         raise CheckpointError(f"config.json describes an invalid model: {exc}") from None
+
+
+def _whole_number(data: dict[str, Any], key: str, default: int | None = None) -> int:
+    """config.json's `key` as an int: a JSON integer (or a float that is one, like 576.0), never
+    a bool, a string or 192.7 silently truncated. Missing or null: `default` (KeyError if none)."""
+    value = data.get(key)
+    if value is None:
+        if default is None:
+            raise KeyError(key)
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value != int(value):
+        raise CheckpointError(f"config.json: {key} must be a whole number, got {value!r}")
+    return int(value)
 
 
 def config_to_hf(config: MobileLLMConfig) -> dict[str, Any]:
@@ -171,6 +193,10 @@ def _read_index(index: Path) -> list[Path]:
         files = sorted(set(weight_map.values()))
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"{index.name} is not a valid shard index ({exc})") from None
+    root = index.parent.resolve()
+    for f in files:
+        if not isinstance(f, str) or not f or Path(f).is_absolute() or not (index.parent / f).resolve().is_relative_to(root):
+            raise CheckpointError(f"{index.name} names a shard outside the checkpoint directory: {f!r}")
     missing = [f for f in files if not (index.parent / f).is_file()]
     if missing:
         raise CheckpointError(f"shard(s) named in {index.name} are missing: {', '.join(missing)}")
@@ -234,6 +260,9 @@ def load_state_into(model: MobileLLM, tensors: dict[str, torch.Tensor]) -> None:
             raise CheckpointError(f"tensor {name!r} has shape {tuple(value.shape)}, config needs {tuple(param.shape)}")
         if not value.is_floating_point():
             raise CheckpointError(f"tensor {name!r} has dtype {value.dtype}; expected floating point weights")
+        if not torch.isfinite(value).all():
+            bad = int((~torch.isfinite(value)).sum())
+            raise CheckpointError(f"tensor {name!r} holds {bad} NaN or infinite value(s); the checkpoint is damaged")
     with torch.no_grad():
         for name, param in model.state_dict().items():
             param.copy_(tensors[_hf_name(name)])
@@ -251,12 +280,23 @@ def load_checkpoint(directory: Path, *, source: str | None = None, max_context: 
         raise CheckpointError(f"checkpoint directory {directory} does not exist")
     data = _read_config_json(directory)
     config = config_from_hf(data)
+    _check_size(config, directory)
     tensors = read_weights(directory)
     model = MobileLLM(config, max_context=max_context)
     load_state_into(model, tensors)
     model.eval()
     return Checkpoint(model=model, config=config, directory=directory, source=source or str(directory),
                       synthetic=bool(data.get(SYNTHETIC_KEY, False)))
+
+
+def _check_size(config: MobileLLMConfig, directory: Path) -> None:
+    """Refuse a config whose float32 parameters would not fit in memory before allocating them (a
+    vocab_size of 1e12 would otherwise ask for terabytes)."""
+    need = 4 * config.parameter_counts()["unique"]
+    available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")  # Linux and macOS
+    if need > available:
+        raise CheckpointError(f"{directory}/config.json describes {need / 1e9:.1f} GB of float32 parameters, more than "
+                              f"this machine's {available / 1e9:.1f} GB of memory; is the config right?")
 
 
 # Written into config.json of checkpoints with random weights, so every later report says so.
@@ -288,12 +328,54 @@ def download(hub_id: str, *, config_only: bool = False, revision: str | None = N
         patterns += ["*.safetensors", "model.safetensors.index.json", "pytorch_model*.bin",
                      "pytorch_model.bin.index.json", "tokenizer.model", "tokenizer.json", "tokenizer_config.json"]
     try:
-        path = snapshot_download(hub_id, revision=revision, allow_patterns=patterns)
+        path = _with_stall_limit(lambda: snapshot_download(hub_id, revision=revision, allow_patterns=patterns), hub_id)
     except RepositoryNotFoundError:
         raise CheckpointError(f"no Hugging Face repository {hub_id!r} (or it needs a token: set HF_TOKEN)") from None
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
         raise CheckpointError(f"cannot download {hub_id!r}: {str(exc).splitlines()[0]}") from None
     return Path(path)
+
+
+# huggingface_hub's own timeouts do not cover every request: behind a proxy that accepts the
+# connection and never answers, snapshot_download waited for 25 minutes and more. So the download
+# runs in a thread watched from here: it fails once no byte has reached the cache for this long.
+STALL_LIMIT_S = 60.0
+
+
+def _with_stall_limit(fetch: Callable[[], str], hub_id: str) -> str:
+    from huggingface_hub import constants
+
+    limit_s = STALL_LIMIT_S
+
+    repo_cache = Path(constants.HF_HUB_CACHE) / f"models--{hub_id.replace('/', '--')}"
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["path"] = fetch()
+        except BaseException as exc:  # handed to the caller's thread below
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, name=f"download {hub_id}", daemon=True)
+    worker.start()
+    seen, last_change, last_note = -1, time.monotonic(), time.monotonic()
+    print(f"downloading {hub_id} from the Hugging Face hub into {constants.HF_HUB_CACHE}", file=sys.stderr, flush=True)
+    while worker.is_alive():
+        worker.join(timeout=1.0)
+        size = sum(f.stat().st_size for f in repo_cache.rglob("*") if f.is_file()) if repo_cache.is_dir() else 0
+        now = time.monotonic()
+        if size != seen:
+            seen, last_change = size, now
+        elif now - last_change > limit_s:
+            # The thread is left to the interpreter's exit (daemon): Python cannot stop it.
+            raise CheckpointError(f"downloading {hub_id!r}: no data for {limit_s:.0f} s (a proxy or network that "
+                                  "does not answer?); check HTTPS_PROXY / HF_ENDPOINT, or pass a local directory")
+        if now - last_note > 10:
+            print(f"  {seen / 1e6:.1f} MB in the cache so far", file=sys.stderr, flush=True)
+            last_note = now
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["path"]
 
 
 def looks_like_hub_id(text: str) -> bool:

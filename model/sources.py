@@ -108,6 +108,10 @@ def _directory(spec: str, *, config_only: bool) -> Path:
         if not path.is_dir():
             raise CheckpointError(f"{spec} is a file; --model takes a checkpoint directory")
         return path
+    first = Path(spec.split("/", 1)[0])
+    if spec.startswith((".", "/", "~")) or ("/" in spec and first.is_dir()):
+        raise CheckpointError(f"checkpoint directory {spec} does not exist" + (
+            f" ({first}/ exists here, so this is read as a local path, not a Hugging Face id)" if first.is_dir() else ""))
     if looks_like_hub_id(spec):
         return download(spec, config_only=config_only)
     raise CheckpointError(

@@ -11,12 +11,14 @@ wrong type fails here with one line instead of deep inside a runtime.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mobilellm_export.errors import MobileLLMError
 from mobilellm_export.jsonfile import read_json_object
+from mobilellm_export.jsonschemas import ARTIFACT_MANIFEST, first_problem
 
 MANIFEST = "manifest.json"
 FORMAT = "mobilellm-export-artifact"
@@ -84,14 +86,17 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _get(data: dict[str, Any], key: str, kind: type | tuple[type, ...], where: Path) -> Any:
-    value = data.get(key)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ArtifactError(f"{where}: '{key}' is missing or not of the expected type")
-    return value
+def _inside(directory: Path, rel: str) -> bool:
+    """Whether `directory/rel` stays inside `directory` once symbolic links are resolved."""
+    root = directory.resolve()
+    return (directory / rel).resolve().is_relative_to(root)
 
 
 def read_manifest(directory: Path) -> Manifest:
+    """The manifest of `directory`, validated whole: its schema (types, ranges, every path
+    relative and without '..'), every path resolving inside the artifact (symbolic links
+    followed), every role and the tokenizer among the listed files, and ids within the
+    vocabulary. Anything else is one ArtifactError line."""
     directory = Path(directory)
     path = directory / MANIFEST
     if not directory.is_dir():
@@ -104,36 +109,55 @@ def read_manifest(directory: Path) -> Manifest:
     if data.get("schema_version") != SCHEMA_VERSION:
         raise ArtifactError(f"{path} has manifest schema version {data.get('schema_version')}; this tool reads "
                             f"version {SCHEMA_VERSION}: export the artifact again")
-    runtime = _get(data, "runtime", dict, path)
-    model = _get(data, "model", dict, path)
-    eos = _get(runtime, "eos_ids", list, path)
-    settings = RuntimeSettings(
-        max_context=_get(runtime, "max_context", int, path), vocab_size=_get(runtime, "vocab_size", int, path),
-        bos_id=_get(runtime, "bos_id", int, path), eos_ids=tuple(int(e) for e in eos),
-        tokenizer=runtime.get("tokenizer"), kv_cache_bytes_per_value=_get(runtime, "kv_cache_bytes_per_value", int, path))
-    record = ModelRecord(label=_get(model, "label", str, path), source=_get(model, "source", str, path),
-                         synthetic=_get(model, "synthetic", bool, path), config=_get(model, "config", dict, path),
-                         parameters=_get(model, "parameters", dict, path))
-    files = _get(data, "files", dict, path)
-    roles = _get(data, "roles", dict, path)
+    problem = first_problem(data, ARTIFACT_MANIFEST)
+    if problem:
+        raise ArtifactError(f"{path} is invalid {problem}")
+    runtime, model, files, roles = data["runtime"], data["model"], data["files"], data["roles"]
+    for name in files:
+        if not _inside(directory, name):
+            raise ArtifactError(f"{path}: the file {name!r} lies outside the artifact")
     for role, rel in roles.items():
         # A role names a file, or a package directory (Core ML's .mlpackage) whose files are listed.
         if rel not in files and not any(name.startswith(f"{rel}/") for name in files):
             raise ArtifactError(f"{path}: the {role} file {rel!r} is not among the manifest's files")
-    return Manifest(directory=directory, backend=_get(data, "backend", str, path), roles=dict(roles),
-                    runtime=settings, model=record, quantization=_get(data, "quantization", dict, path),
-                    expected_weight_bytes=_get(data, "expected_weight_bytes", int, path),
-                    details=_get(data, "details", dict, path), files=files,
-                    total_bytes=_get(data, "total_bytes", int, path))
+        if not _inside(directory, rel):
+            raise ArtifactError(f"{path}: the {role} file {rel!r} lies outside the artifact")
+    if runtime["tokenizer"] is not None and runtime["tokenizer"] not in files:
+        raise ArtifactError(f"{path}: the tokenizer {runtime['tokenizer']!r} is not among the manifest's files")
+    vocab = runtime["vocab_size"]
+    if runtime["bos_id"] >= vocab or any(e >= vocab for e in runtime["eos_ids"]):
+        raise ArtifactError(f"{path}: bos/eos ids must be below the vocabulary size {vocab}")
+    if data["total_bytes"] != sum(f["bytes"] for f in files.values()):
+        raise ArtifactError(f"{path}: total_bytes is not the sum of the files' sizes")
+    settings = RuntimeSettings(
+        max_context=runtime["max_context"], vocab_size=vocab, bos_id=runtime["bos_id"],
+        eos_ids=tuple(runtime["eos_ids"]), tokenizer=runtime["tokenizer"],
+        kv_cache_bytes_per_value=runtime["kv_cache_bytes_per_value"])
+    record = ModelRecord(label=model["label"], source=model["source"], synthetic=model["synthetic"],
+                         config=model["config"], parameters=model["parameters"])
+    return Manifest(directory=directory, backend=data["backend"], roles=dict(roles), runtime=settings, model=record,
+                    quantization=data["quantization"], expected_weight_bytes=data["expected_weight_bytes"],
+                    details=data["details"], files=files, total_bytes=data["total_bytes"])
 
 
 def checksum_problems(manifest: Manifest) -> list[str]:
-    """Files that are missing or whose sha256 differs from the manifest."""
+    """What on disk differs from the manifest: listed files that are missing, of another size or
+    sha256, and anything in the directory the manifest does not list (a stray file, one slipped
+    into a package directory, a symbolic link)."""
     problems = []
     for name, entry in manifest.files.items():
         path = manifest.directory / name
-        if not path.is_file():
-            problems.append(f"{name} is missing")
-        elif sha256_file(path) != entry.get("sha256"):
+        if path.is_symlink() or not path.is_file():
+            problems.append(f"{name} is missing" if not path.is_symlink() else f"{name} is a symbolic link")
+        elif path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
             problems.append(f"{name} does not match its sha256 in the manifest")
+    for root, dirs, names in os.walk(manifest.directory):
+        for name in sorted(dirs + names):
+            item = Path(root) / name
+            rel = item.relative_to(manifest.directory).as_posix()
+            if item.is_symlink():
+                if rel not in manifest.files:  # listed ones were reported above
+                    problems.append(f"{rel} is a symbolic link")
+            elif item.is_file() and rel not in manifest.files and rel != MANIFEST:
+                problems.append(f"{rel} is not listed in the manifest")
     return problems

@@ -12,7 +12,7 @@ from pathlib import Path
 from .base import DecoderRuntime, RuntimeAdapter
 from .coreml_runtime import CoreMLAdapter
 from .executorch_runtime import ExecuTorchAdapter
-from .manifest import ArtifactError, Manifest, read_manifest
+from .manifest import ArtifactError, Manifest, checksum_problems, read_manifest
 from .onnx_runtime import OnnxAdapter
 from .tokenizer import Tokenizer, load_tokenizer
 
@@ -45,10 +45,17 @@ def artifact_tokenizer(manifest: Manifest) -> Tokenizer | None:
     return load_tokenizer(manifest.directory / settings.tokenizer, bos_id=settings.bos_id, eos_id=settings.eos_ids[0])
 
 
-def open_artifact(directory: Path, *, threads: int | None = None) -> OpenedArtifact:
+def open_artifact(directory: Path, *, threads: int | None = None, check_files: bool = True) -> OpenedArtifact:
+    """The artifact's runtime and tokenizer. Its files are checked against the manifest's sizes
+    and sha256 first (about a second per 100 MB): a tampered or damaged artifact is refused
+    before anything loads it. `check_files=False` (the CLI's --no-verify-checksums) skips that;
+    `verify` passes it after doing the same check as part of its report."""
     manifest = read_manifest(directory)
-    missing = [name for name in manifest.files if not (manifest.directory / name).is_file()]
-    if missing:
-        raise ArtifactError(f"{directory} is incomplete: {', '.join(missing)} missing")
+    if check_files:
+        problems = checksum_problems(manifest)
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise ArtifactError(f"{directory} does not match its manifest: {problems[0]}{more}; export it again, "
+                                "or pass --no-verify-checksums to run it anyway")
     runtime = adapter_for(manifest).open(manifest, threads=threads)
     return OpenedArtifact(manifest, runtime, artifact_tokenizer(manifest))

@@ -58,7 +58,7 @@ def test_console_script_streams_text_and_reports_progress():
     (["info", "--model", "no/such/dir"], "is neither a directory"),
     (["generate", "--model", "125M", "--prompt", "x"], "architecture without weights"),
     (["generate", "--prompt", "word " * 400], "the context holds 256"),
-    (["generate", "--prompt", "x", "--top-p", "2"], "top-p must be in"),
+    (["generate", "--prompt", "x", "--top-p", "2"], "argument --top-p: must be between 0 and 1, got 2"),
     (["generate", "--model", "synthetic:125M", "--prompt", "x"], "has no tokenizer"),
     (["bench"], "name artifact directories to measure"),
     (["bundle", "no/such/dir", "--app", "android"], "does not exist"),

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from mobilellm_export.cli import main
-from mobilellm_export.bundle import BUNDLE_DIR, BUNDLE_MANIFEST, bundle, schema, validate
+from mobilellm_export import jsonschemas
+from mobilellm_export.bundle import BUNDLE_DIR, BUNDLE_MANIFEST, bundle, validate
 from mobilellm_export.errors import UnsupportedError
 
 from ..conftest import small_checkpoint_with_tokenizer
@@ -34,6 +35,7 @@ def artifacts(tmp_path_factory):
 
 
 def test_bundle_for_android_copies_files_and_a_valid_manifest(artifacts, tmp_path, capsys):
+    (tmp_path / "android_demo").mkdir()  # a repository checkout's app folder
     assert main(["--quiet", "bundle", str(artifacts / "executorch-fp32"), "--app", "android", "--repo", str(tmp_path)]) == 0
     target = tmp_path / "android_demo/app/src/main/assets" / BUNDLE_DIR
     manifest = json.loads((target / BUNDLE_MANIFEST).read_text())
@@ -99,7 +101,7 @@ def swift_keys() -> set[str]:
 
 def test_app_sources_read_exactly_the_schema_keys():
     assert KOTLIN and SWIFT
-    defined = {key.split(".")[-1] for key in schema_keys(schema())}
+    defined = {key.split(".")[-1] for key in schema_keys(jsonschemas.load(jsonschemas.BUNDLE_MANIFEST))}
     read = kotlin_keys() | swift_keys()
     assert kotlin_keys() <= defined, kotlin_keys() - defined
     assert swift_keys() <= defined, swift_keys() - defined
