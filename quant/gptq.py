@@ -136,6 +136,10 @@ def gptq_model(model: MobileLLM, scheme: QuantScheme, names: list[str], windows:
 
     work = copy.deepcopy(model).eval()
     tokens = torch.tensor(windows, dtype=torch.long)
+    limit = work.rope_cos.shape[0]
+    if tokens.shape[1] > limit:  # a model with a shorter context than the windows: the same text in pieces it takes
+        pieces = tokens.shape[1] // limit
+        tokens = tokens[:, :pieces * limit].reshape(-1, limit)
     steps = torch.arange(tokens.shape[1])
     attend = partial(sdpa_gqa, mask=steps[None, :] <= steps[:, None])
     rope = partial(apply_rope, cos=work.rope_cos[steps], sin=work.rope_sin[steps])

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = {"mobilellm_export": "mobilellm_export", "runtimes": "mobilellm_export.runtimes",
            "model": "mobilellm_export.model", "quant": "mobilellm_export.quant",
            "export": "mobilellm_export.export", "benchmarks": "mobilellm_export.benchmarks"}
-BASE = {"__init__", "errors", "progress", "jsonfile", "quiet", "versions", "table"}
+BASE = {"__init__", "errors", "progress", "jsonfile", "jsonschemas", "interrupts", "arguments", "quiet", "versions", "table"}
 COMMANDS = {"info", "verify", "bundle", "demo"}
 # Lower layers never import higher ones; a layer may import itself. The CLI is the thin shell over
 # all of them (its `bench` command runs the harness in benchmarks/).

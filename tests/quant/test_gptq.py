@@ -71,3 +71,18 @@ def test_calibration_text_from_a_file_is_windowed_and_recorded(tmp_path, embedde
 
     with pytest.raises(UnsupportedError, match="fewer than 64 tokens"):
         calibration(tokenizer, text_file=short, window=64)
+
+
+def test_gptq_takes_models_with_a_context_shorter_than_the_calibration_windows():
+    """The default windows are 256 tokens; a model of 64 positions gets them in pieces of 64."""
+    from mobilellm_export.quant.calibration import Calibration
+    from mobilellm_export.quant.schemes import get_scheme
+    from mobilellm_export.quant.stage import quantize
+
+    from ..conftest import random_model, small_config
+
+    model = random_model(small_config(max_seq_len=64))
+    windows = [[(7 * i + j) % 257 for j in range(256)] for i in range(4)]
+    quantized = quantize(model, get_scheme("int4"), "gptq", calibration=Calibration(windows, "test", "0" * 64))
+    assert quantized.method == "gptq"
+    assert all(w.codes.abs().max() <= 8 for w in quantized.weights.values() if w.fmt.bits == 4)
