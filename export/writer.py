@@ -9,7 +9,6 @@ under the requested name.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import shutil
@@ -57,22 +56,12 @@ def write_artifact(target: Path, build: Callable[[Path], dict[str, Any]], *, ove
             shutil.rmtree(old, ignore_errors=True)
         else:
             tmp.rename(target)
-    except OSError as exc:
+    except BaseException:  # a full disk included: the CLI turns OSError into one line
         shutil.rmtree(tmp, ignore_errors=True)
-        _remove_created_parent(target, created_parent)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            raise UnsupportedError(f"writing {target} failed: {exc.strerror}; nothing was left behind") from None
-        raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        _remove_created_parent(target, created_parent)
+        if created_parent and not any(target.parent.iterdir()):
+            target.parent.rmdir()
         raise
     return manifest
-
-
-def _remove_created_parent(target: Path, created: bool) -> None:
-    if created and target.parent.is_dir() and not any(target.parent.iterdir()):
-        target.parent.rmdir()
 
 
 def _remove_stale_partials(target: Path) -> None:

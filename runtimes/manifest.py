@@ -86,10 +86,9 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _inside(directory: Path, rel: str) -> bool:
-    """Whether `directory/rel` stays inside `directory` once symbolic links are resolved."""
-    root = directory.resolve()
-    return (directory / rel).resolve().is_relative_to(root)
+def _inside(root: Path, rel: str) -> bool:
+    """Whether `root/rel` (`root` resolved) stays inside `root` once symbolic links are resolved."""
+    return (root / rel).resolve().is_relative_to(root)
 
 
 def read_manifest(directory: Path) -> Manifest:
@@ -113,14 +112,15 @@ def read_manifest(directory: Path) -> Manifest:
     if problem:
         raise ArtifactError(f"{path} is invalid {problem}")
     runtime, model, files, roles = data["runtime"], data["model"], data["files"], data["roles"]
+    root = directory.resolve()
     for name in files:
-        if not _inside(directory, name):
+        if not _inside(root, name):
             raise ArtifactError(f"{path}: the file {name!r} lies outside the artifact")
     for role, rel in roles.items():
         # A role names a file, or a package directory (Core ML's .mlpackage) whose files are listed.
         if rel not in files and not any(name.startswith(f"{rel}/") for name in files):
             raise ArtifactError(f"{path}: the {role} file {rel!r} is not among the manifest's files")
-        if not _inside(directory, rel):
+        if not _inside(root, rel):
             raise ArtifactError(f"{path}: the {role} file {rel!r} lies outside the artifact")
     if runtime["tokenizer"] is not None and runtime["tokenizer"] not in files:
         raise ArtifactError(f"{path}: the tokenizer {runtime['tokenizer']!r} is not among the manifest's files")
@@ -161,3 +161,13 @@ def checksum_problems(manifest: Manifest) -> list[str]:
             elif item.is_file() and rel not in manifest.files and rel != MANIFEST:
                 problems.append(f"{rel} is not listed in the manifest")
     return problems
+
+
+def require_intact(manifest: Manifest, action: str = "run it") -> None:
+    """Refuse, in one line, an artifact whose files differ from its manifest (before anything
+    loads it); the CLI's --no-verify-checksums is how a user skips this."""
+    problems = checksum_problems(manifest)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ArtifactError(f"{manifest.directory} does not match its manifest: {problems[0]}{more}; export it "
+                            f"again, or pass --no-verify-checksums to {action} anyway")

@@ -12,7 +12,7 @@ from pathlib import Path
 from .base import DecoderRuntime, RuntimeAdapter
 from .coreml_runtime import CoreMLAdapter
 from .executorch_runtime import ExecuTorchAdapter
-from .manifest import ArtifactError, Manifest, checksum_problems, read_manifest
+from .manifest import ArtifactError, Manifest, read_manifest, require_intact
 from .onnx_runtime import OnnxAdapter
 from .tokenizer import Tokenizer, load_tokenizer
 
@@ -52,10 +52,6 @@ def open_artifact(directory: Path, *, threads: int | None = None, check_files: b
     `verify` passes it after doing the same check as part of its report."""
     manifest = read_manifest(directory)
     if check_files:
-        problems = checksum_problems(manifest)
-        if problems:
-            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-            raise ArtifactError(f"{directory} does not match its manifest: {problems[0]}{more}; export it again, "
-                                "or pass --no-verify-checksums to run it anyway")
+        require_intact(manifest)
     runtime = adapter_for(manifest).open(manifest, threads=threads)
     return OpenedArtifact(manifest, runtime, artifact_tokenizer(manifest))

@@ -22,7 +22,7 @@ from typing import Any
 
 from mobilellm_export.errors import MobileLLMError, UnsupportedError
 from mobilellm_export.model.config import MobileLLMConfig
-from mobilellm_export.runtimes.manifest import ArtifactError, Manifest, checksum_problems, read_manifest
+from mobilellm_export.runtimes.manifest import Manifest, read_manifest, require_intact
 from mobilellm_export.runtimes.registry import adapter_for
 from mobilellm_export.runtimes.timing import alternating_rounds
 from mobilellm_export.versions import library_versions
@@ -155,10 +155,8 @@ def run_bench(directories: list[Path], options: BenchOptions, logs: Path, progre
         require_device()  # one clear error before any work when no device is attached
     for directory in directories:  # every argument a whole artifact that can take the lengths, or one error now
         manifest = read_manifest(directory)
-        problems = checksum_problems(manifest) if options.check_files else []
-        if problems:
-            raise ArtifactError(f"{directory} does not match its manifest: {problems[0]}; export it again, or pass "
-                                "--no-verify-checksums to measure it anyway")
+        if options.check_files:
+            require_intact(manifest, "measure it")
         too_long = [n for n in options.prompt_lengths if n + options.new_tokens > manifest.runtime.max_context]
         if too_long:
             raise UnsupportedError(f"prompt length {too_long[0]} + {options.new_tokens} new tokens exceed the context "
