@@ -141,6 +141,14 @@ def resolve_method(method: str, scheme: QuantScheme, *, has_text: bool) -> str:
     return "gptq"
 
 
+def fp16_storage(scheme: QuantScheme) -> QuantScheme:
+    """`scheme` as Apple's formats store it (Core ML, Core AI): float weights in fp16, integer
+    formats with fp16 scales."""
+    def stored(fmt: WeightFormat) -> WeightFormat:
+        return FP16 if fmt.is_float else dataclasses.replace(fmt, scale_dtype="fp16")
+    return dataclasses.replace(scheme, linear=stored(scheme.linear), embedding=stored(scheme.embedding))
+
+
 def get_scheme(name: str) -> QuantScheme:
     try:
         return SCHEMES[name]

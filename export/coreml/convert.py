@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import numpy as np
@@ -10,7 +9,7 @@ import torch
 
 from mobilellm_export.model.modeling import MobileLLM
 from mobilellm_export.progress import Progress
-from mobilellm_export.quant.schemes import QuantScheme, WeightFormat
+from mobilellm_export.quant.schemes import QuantScheme, fp16_storage
 from mobilellm_export.quant.stage import QuantizedModel
 from mobilellm_export.runtimes.coreml_runtime import causal_mask
 
@@ -19,11 +18,7 @@ from .decoder import CoreMLDecoder
 
 def stored_scheme(scheme: QuantScheme) -> QuantScheme:
     """As stored: fp16 weights and norms (mlprogram's compute precision), fp16 scales."""
-    def stored(fmt: WeightFormat) -> WeightFormat:
-        if fmt.is_float:
-            return WeightFormat(16)
-        return dataclasses.replace(fmt, scale_dtype="fp16")
-    return dataclasses.replace(scheme, linear=stored(scheme.linear), embedding=stored(scheme.embedding))
+    return fp16_storage(scheme)
 
 
 def const_name(parameter: str) -> str:
