@@ -30,6 +30,7 @@ class ExportRequest:
     max_context: int
     method: str = DEFAULT_METHOD  # how the quantization stage chooses codes ("auto": see quant.schemes)
     compute_units: str | None = None  # for backends that take it: the units apps should load with
+    compute_precision: str | None = None  # for backends that take it: activations' type (None: its default)
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class Backend(ABC):
     schemes: ClassVar[tuple[str, ...]]  # --quant values
     embedding_choices: ClassVar[tuple[str, ...]]  # --embedding-quant values
     compute_units: ClassVar[tuple[str, ...]] = ()  # --compute-units values it records for apps (none: not taken)
+    compute_precisions: ClassVar[tuple[str, ...]] = ()  # --compute-precision values, the default first (none: not taken)
     requires: ClassVar[tuple[str, ...]]  # modules the export needs (optional dependencies)
     install_hint: ClassVar[str]  # what to install when one is missing
 

@@ -28,6 +28,7 @@ class ExportSpec:
     group_size: int = 32
     max_context: int | None = None  # None: DEFAULT_CONTEXT; capped at the model's maximum
     compute_units: str | None = None
+    compute_precision: str | None = None  # None: each backend's default
     method: str = DEFAULT_METHOD  # "auto" is resolved by the stage (quant.schemes.resolve_method)
     calibration_file: Path | None = None  # text for data-driven methods (default: the shipped corpus)
 
@@ -39,9 +40,11 @@ class PlannedExport:
     folder: str
     compute_units: str | None
     method: str
+    compute_precision: str | None = None
 
     def request(self, max_context: int) -> ExportRequest:
-        return ExportRequest(self.scheme, max_context, method=self.method, compute_units=self.compute_units)
+        return ExportRequest(self.scheme, max_context, method=self.method, compute_units=self.compute_units,
+                             compute_precision=self.compute_precision)
 
 
 def artifact_folder(backend: str, quant: str, embedding_quant: str | None = None) -> str:
@@ -65,6 +68,9 @@ def plan_exports(spec: ExportSpec) -> list[PlannedExport]:
     if spec.compute_units is not None and not any(spec.compute_units in b.compute_units for b in backends):
         takers = [b.name for b in BACKENDS.values() if b.compute_units]
         raise UnsupportedError(f"--compute-units applies to the {' and '.join(takers)} backend only")
+    if spec.compute_precision is not None and not any(spec.compute_precision in b.compute_precisions for b in backends):
+        takers = [b.name for b in BACKENDS.values() if b.compute_precisions]
+        raise UnsupportedError(f"--compute-precision applies to the {' and '.join(takers)} backend only")
     planned = []
     for backend in backends:
         for quant in dict.fromkeys(spec.quants) if spec.quants is not None else backend.schemes:
@@ -78,7 +84,8 @@ def plan_exports(spec: ExportSpec) -> list[PlannedExport]:
                                            f"{backend.name} backend")
                 scheme = scheme.with_embedding(embedding_format(spec.embedding_quant, spec.group_size))
             planned.append(PlannedExport(backend, scheme, artifact_folder(backend.name, quant, spec.embedding_quant),
-                                         spec.compute_units if backend.compute_units else None, spec.method))
+                                         spec.compute_units if backend.compute_units else None, spec.method,
+                                         spec.compute_precision if backend.compute_precisions else None))
     return planned
 
 

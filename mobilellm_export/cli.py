@@ -123,7 +123,8 @@ def cmd_export(args: argparse.Namespace, progress: Progress) -> int:
 
     spec = ExportSpec(backends=tuple(args.backend), quants=tuple(args.quant), embedding_quant=args.embedding_quant,
                       group_size=args.group_size, max_context=args.max_context, compute_units=args.compute_units,
-                      method=args.method, calibration_file=Path(args.calibration) if args.calibration else None)
+                      compute_precision=args.compute_precision, method=args.method,
+                      calibration_file=Path(args.calibration) if args.calibration else None)
     output = Path(args.output)
     planned = plan_exports(spec)
     for backend in {p.backend.name: p.backend for p in planned}.values():
@@ -294,6 +295,11 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--compute-units", choices=sorted({u for b in BACKENDS.values() for u in b.compute_units}),
                      help="; ".join(f"{b.name}: the compute units the app should load the artifact with"
                                     for b in BACKENDS.values() if b.compute_units) + " (recorded in the manifest)")
+    exp.add_argument("--compute-precision", choices=sorted({p for b in BACKENDS.values() for p in b.compute_precisions}),
+                     help="; ".join(f"{b.name}: the type activations are computed in (default {b.compute_precisions[0]})"
+                                    for b in BACKENDS.values() if b.compute_precisions)
+                          + "; fp32 runs about ten times faster on Core AI's Linux reference runtime, which "
+                            "emulates fp16 arithmetic")
     exp.add_argument("--output", default="artifacts", metavar="DIR",
                      help="parent directory; each artifact goes to DIR/<backend>-<quant> (default: artifacts)")
     exp.add_argument("--overwrite", action="store_true", help="replace existing artifact directories")
