@@ -13,7 +13,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[test,bench,coreai]'
 	touch $(STAMP)
 
 env: $(STAMP)
@@ -32,7 +32,7 @@ test: $(STAMP)
 #   the embedded model, by method and backend, next to llama.cpp's Q4_0 / Q4_K_M / Q8_0 of the same
 #   weights (llama-cpp-python compiles llama.cpp on first install); report in out/bench/quality.
 bench: $(STAMP)
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install --quiet -e '.[test,bench,llamacpp]'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install --quiet -e '.[test,bench,coreai,llamacpp]'
 	$(BIN)/python -m mobilellm_export.benchmarks.suite
 	$(BIN)/python -m mobilellm_export.benchmarks.quality
 
@@ -43,7 +43,7 @@ bench: $(STAMP)
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF \
 	-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
 bench-peers: $(STAMP)
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install --quiet -e '.[test,bench,llamacpp]'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install --quiet -e '.[test,bench,coreai,llamacpp]'
 	$(BIN)/python -m mobilellm_export.benchmarks.peers.executorch
 	$(BIN)/python -m mobilellm_export.benchmarks.peers.onnx
 	$(BIN)/python -m mobilellm_export.benchmarks.peers.llamacpp

@@ -5,11 +5,13 @@ from __future__ import annotations
 from mobilellm_export.errors import UnsupportedError
 
 from .contract import Backend
+from .coreai import CoreAIBackend
 from .coreml import CoreMLBackend
 from .executorch import ExecuTorchBackend
 from .onnx import OnnxBackend
 
-BACKENDS: dict[str, Backend] = {b.name: b for b in (ExecuTorchBackend(), OnnxBackend(), CoreMLBackend())}
+BACKENDS: dict[str, Backend] = {b.name: b for b in (ExecuTorchBackend(), OnnxBackend(), CoreMLBackend(),
+                                                    CoreAIBackend())}
 
 
 def get_backend(name: str) -> Backend:

@@ -23,4 +23,6 @@ def quiet_third_party() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message="Mutation on a buffer in the model is detected")
+    # coreai-torch compares versions with the local suffix: "validated with torch<=2.13.0; found 2.13.0+cpu".
+    warnings.filterwarnings("ignore", message="coreai-torch has only been validated")
     warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.export|torchao|executorch|coremltools")

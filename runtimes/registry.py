@@ -10,13 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .base import DecoderRuntime, RuntimeAdapter
+from .coreai_runtime import CoreAIAdapter
 from .coreml_runtime import CoreMLAdapter
 from .executorch_runtime import ExecuTorchAdapter
 from .manifest import ArtifactError, Manifest, read_manifest, require_intact
 from .onnx_runtime import OnnxAdapter
 from .tokenizer import Tokenizer, load_tokenizer
 
-ADAPTERS: dict[str, RuntimeAdapter] = {a.backend: a for a in (ExecuTorchAdapter(), OnnxAdapter(), CoreMLAdapter())}
+ADAPTERS: dict[str, RuntimeAdapter] = {a.backend: a for a in (ExecuTorchAdapter(), OnnxAdapter(), CoreMLAdapter(),
+                                                               CoreAIAdapter())}
 
 
 def adapter_for(manifest: Manifest) -> RuntimeAdapter:
