@@ -1,5 +1,5 @@
 """Running an artifact needs its runtime only: generate, verify and bench of an ONNX artifact
-work in a process where executorch, torchao and coremltools cannot be imported."""
+work in a process where executorch, torchao, coremltools and coreai-torch cannot be imported."""
 
 import json
 import subprocess
@@ -9,7 +9,7 @@ import pytest
 
 from ..conftest import cli_export, run_blocked
 
-EXPORTERS = ("executorch", "torchao", "coremltools")
+EXPORTERS = ("executorch", "torchao", "coremltools", "coreai_torch")
 
 
 @pytest.fixture(scope="module")
