@@ -16,10 +16,12 @@ struct BundleManifest: Decodable {
     }
 
     struct Files: Decodable {
-        let package: String?
+        let package: String?  // Core ML .mlpackage (backend coreml)
+        let aimodel: String?  // Core AI .aimodel (backend coreai)
         let tokenizer: String
         enum CodingKeys: String, CodingKey {
             case package
+            case aimodel
             case tokenizer
         }
     }
@@ -67,10 +69,10 @@ struct BundleManifest: Decodable {
         let data = try Data(contentsOf: folder.appendingPathComponent(fileName))
         let manifest = try JSONDecoder().decode(BundleManifest.self, from: data)
         guard manifest.schemaVersion == 1 else { throw DemoError.missing("unsupported bundle schema_version") }
-        guard manifest.backend == "coreml" else {
-            throw DemoError.missing("this app runs Core ML bundles; \(manifest.backend) needs ExecuTorch's Swift package")
+        guard ["coreml", "coreai"].contains(manifest.backend) else {
+            throw DemoError.missing("this app runs Core ML and Core AI bundles; \(manifest.backend) needs ExecuTorch's Swift package")
         }
-        // The package is compiled by Xcode; check the tokenizer, which is copied byte for byte.
+        // A Core ML package is compiled by Xcode; check the tokenizer, which is copied byte for byte.
         let tokenizerURL = folder.appendingPathComponent(manifest.files.tokenizer)
         if let check = manifest.integrity[manifest.files.tokenizer],
            let size = try? FileManager.default.attributesOfItem(atPath: tokenizerURL.path)[.size] as? Int,

@@ -2,7 +2,7 @@ import SwiftUI
 
 /// A chat screen: streams tokens and shows tokens/s.
 struct ContentView: View {
-    @State private var generator: CoreMLGenerator?
+    @State private var generator: (any TextGenerator)?
     @State private var transcript = ""
     @State private var prompt = ""
     @State private var status = "loading the bundled model…"
@@ -22,7 +22,7 @@ struct ContentView: View {
         .padding()
         .task {
             do {
-                generator = try await CoreMLGenerator()
+                generator = try await makeGenerator()
                 status = "ready"
             } catch {
                 status = error.localizedDescription
@@ -37,7 +37,7 @@ struct ContentView: View {
         busy = true
         Task.detached {
             do {
-                let rate = try generator.generate(prompt: text) { piece in
+                let rate = try await generator.generate(prompt: text) { piece in
                     Task { @MainActor in transcript += piece }
                 }
                 await MainActor.run { status = String(format: "%.1f tokens/s", rate); busy = false }

@@ -5,7 +5,7 @@ import Tokenizers
 /// Greedy (or temperature) generation with the bundled stateful Core ML model: one MLState holds
 /// the KV cache; each call passes `input_ids` [1, n] and a causal mask [1, 1, n, end], and the
 /// model writes positions end - n ..< end and returns the last position's logits.
-final class CoreMLGenerator {
+final class CoreMLGenerator: TextGenerator {
     let manifest: BundleManifest
     private let model: MLModel
     private let tokenizer: Tokenizer
@@ -22,7 +22,7 @@ final class CoreMLGenerator {
     }
 
     /// Streams decoded text pieces; returns decode tokens/s.
-    func generate(prompt: String, onText: (String) -> Void) throws -> Double {
+    func generate(prompt: String, onText: @escaping (String) -> Void) async throws -> Double {
         let state = model.makeState()
         var ids = [manifest.bosId] + tokenizer.encode(text: prompt, addSpecialTokens: false)
         let budget = min(manifest.generation.maxNewTokens, manifest.contextLength - ids.count)
@@ -31,7 +31,7 @@ final class CoreMLGenerator {
         var generated: [Int] = []
         let start = Date()
         for _ in 0..<budget {
-            let next = pick(logits)
+            let next = pick((0..<logits.count).map { logits[$0].floatValue }, temperature: manifest.generation.temperature)
             if manifest.eosIds.contains(next) { break }
             generated.append(next)
             onText(tokenizer.decode(tokens: [next]))
@@ -56,23 +56,5 @@ final class CoreMLGenerator {
         let out = try model.prediction(from: features, using: state)
         guard let logits = out.featureValue(for: "logits")?.multiArrayValue else { throw DemoError.missing("no logits") }
         return logits
-    }
-
-    private func pick(_ logits: MLMultiArray) -> Int {
-        let count = logits.count
-        let temperature = manifest.generation.temperature
-        var best = 0
-        var bestValue = -Float.infinity
-        if temperature <= 0 {
-            for i in 0..<count where logits[i].floatValue > bestValue { bestValue = logits[i].floatValue; best = i }
-            return best
-        }
-        var weights = [Double](repeating: 0, count: count)
-        var maxLogit = -Double.infinity
-        for i in 0..<count { maxLogit = max(maxLogit, logits[i].doubleValue) }
-        for i in 0..<count { weights[i] = exp((logits[i].doubleValue - maxLogit) / temperature) }
-        var r = Double.random(in: 0..<weights.reduce(0, +))
-        for (i, w) in weights.enumerated() { r -= w; if r <= 0 { return i } }
-        return count - 1
     }
 }
