@@ -88,7 +88,11 @@ def run_demo(options: DemoOptions, progress: Progress) -> int:
             available.append(backend.name)
         except MobileLLMError as exc:
             print(f"skipping {backend.name}: {exc}")
-    spec = ExportSpec(backends=tuple(available))
+    # Core AI's Linux reference runtime emulates fp16 arithmetic (about ten times slower than fp32),
+    # so the demo exports Core AI with fp32 activations over the same stored weights; its fp16
+    # default is tested on a small model (tests/export/test_coreai.py).
+    takes_fp32 = any("fp32" in BACKENDS[name].compute_precisions for name in available)
+    spec = ExportSpec(backends=tuple(available), compute_precision="fp32" if takes_fp32 else None)
     context, _ = resolve_context(spec, loaded.config)
     failures, not_run = [], set()
     quantizer = Quantizer(loaded, progress)
