@@ -22,8 +22,10 @@ env: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/mobilellm-export demo
 
+# Two workers on the two cores (pytest-xdist), one test file each at a time: most of the suite is
+# single-threaded tracing and lowering, so two files at once halve the wall time.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # The benchmark (not part of the tests; about two hours on 2 cores):
 # - speed: synthetic-weight 125M and 125M-LS exported for every backend, measured by

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -12,7 +13,8 @@ from mobilellm_export.model.checkpoint import save_checkpoint
 from mobilellm_export.model.config import MobileLLMConfig
 from mobilellm_export.model.modeling import MobileLLM
 
-torch.set_num_threads(2)
+# `make test` runs two pytest workers on the two cores (pytest-xdist): one torch thread each.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 
 def small_config(**changes: object) -> MobileLLMConfig:
