@@ -109,9 +109,10 @@ class Linear(nn.Module):
         return torch.matmul(x, self.matrix())
 
 
-def _fraction_changed_in_fp16(weight: QuantizedWeight) -> float:
+def _changed_in_fp16(weight: QuantizedWeight) -> tuple[int, int]:
+    """(scales that fp16 storage rounds, scales) of one matrix."""
     scales = weight.scales.float()
-    return float((scales.to(torch.float16).float() != scales).float().mean())
+    return int((scales.to(torch.float16).float() != scales).sum()), scales.numel()
 
 
 def install_matrices(model: MobileLLM, quantized: QuantizedModel, stored: torch.dtype,
@@ -120,13 +121,16 @@ def install_matrices(model: MobileLLM, quantized: QuantizedModel, stored: torch.
     the shared matrix's module and, per integer format, the fraction of scales fp16 rounded."""
     import coreai_torch._compression.custom_layers  # noqa: F401  registers torch.ops.coreai.*
 
-    rounded: dict[str, list[float]] = {}
+    rounded: dict[str, list[int]] = {}  # format -> [rounded, all]
 
     def matrix(name: str, tensor: Tensor) -> nn.Module:
         weight = quantized.weights.get(name)
         if weight is None:
             return FloatMatrix(tensor, stored, compute)
-        rounded.setdefault(weight.fmt.describe(), []).append(_fraction_changed_in_fp16(weight))
+        changed, count = _changed_in_fp16(weight)
+        totals = rounded.setdefault(weight.fmt.describe(), [0, 0])
+        totals[0] += changed
+        totals[1] += count
         return CodedMatrix(weight, compute)
 
     for name in linear_names(model):
@@ -135,7 +139,7 @@ def install_matrices(model: MobileLLM, quantized: QuantizedModel, stored: torch.
         linear = model.get_submodule(module_name)
         setattr(model.get_submodule(parent), attribute, Linear(matrix(name, linear.weight)))
     shared = matrix(EMBEDDING, model.embed_tokens.weight)
-    return shared, {fmt: sum(values) / len(values) for fmt, values in rounded.items()}
+    return shared, {fmt: changed / count for fmt, (changed, count) in rounded.items()}
 
 
 class CoreAIDecoder(nn.Module):
