@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
+from mobilellm_export.errors import UnsupportedError
+
 if TYPE_CHECKING:
     from .manifest import Manifest
 
@@ -40,6 +42,17 @@ class DecoderRuntime(ABC):
         logits from one call override this."""
         self.reset()
         return torch.stack([self.forward([tok], pos) for pos, tok in enumerate(tokens)])
+
+
+def span_end(start_pos: int, count: int, *, cached: int, max_context: int) -> int:
+    """Where a call writing `count` tokens at `start_pos` ends, for runtimes that track how many
+    positions their cache holds: refused (one clear error) past the cached tokens or the context."""
+    if start_pos > cached:
+        raise UnsupportedError(f"position {start_pos} is past the {cached} cached tokens")
+    end = start_pos + count
+    if end > max_context:
+        raise UnsupportedError(f"{end} tokens exceed the context of {max_context}")
+    return end
 
 
 class RuntimeAdapter(ABC):

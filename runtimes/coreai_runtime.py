@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from mobilellm_export.errors import MissingDependencyError, UnsupportedError
+from mobilellm_export.errors import MissingDependencyError
 
-from .base import DecoderRuntime, RuntimeAdapter
+from .base import DecoderRuntime, RuntimeAdapter, span_end
 
 if TYPE_CHECKING:
     from .manifest import Manifest
@@ -87,11 +87,7 @@ class CoreAIRuntime(DecoderRuntime):
         self._length = 0
 
     def _run(self, tokens: list[int], start_pos: int) -> np.ndarray:
-        if start_pos > self._length:
-            raise UnsupportedError(f"position {start_pos} is past the {self._length} cached tokens")
-        end = start_pos + len(tokens)
-        if end > self.max_context:
-            raise UnsupportedError(f"{end} tokens exceed the context of {self.max_context}")
+        end = span_end(start_pos, len(tokens), cached=self._length, max_context=self.max_context)
         function = self._decode if len(tokens) == 1 else self._prefill
         inputs = {"input_ids": self._NDArray(np.array([tokens], dtype=np.int32)),
                   "input_pos": self._NDArray(np.arange(start_pos, end, dtype=np.int32))}

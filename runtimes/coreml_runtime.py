@@ -19,7 +19,7 @@ import torch
 
 from mobilellm_export.errors import MissingDependencyError, UnsupportedError
 
-from .base import DecoderRuntime, RuntimeAdapter
+from .base import DecoderRuntime, RuntimeAdapter, span_end
 
 if TYPE_CHECKING:
     from .manifest import Manifest
@@ -65,11 +65,7 @@ class CoreMLRuntime(DecoderRuntime):
         self._length = 0
 
     def forward(self, tokens: list[int], start_pos: int) -> torch.Tensor:
-        if start_pos > self._length:
-            raise UnsupportedError(f"position {start_pos} is past the {self._length} cached tokens")
-        end = start_pos + len(tokens)
-        if end > self.max_context:
-            raise UnsupportedError(f"{end} tokens exceed the context of {self.max_context}")
+        end = span_end(start_pos, len(tokens), cached=self._length, max_context=self.max_context)
         mask = causal_mask(len(tokens), end).numpy()
         out = self.model.predict({"input_ids": np.array([tokens], dtype=np.int32), "causal_mask": mask},
                                  state=self._state)

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from mobilellm_export.errors import MissingDependencyError, UnsupportedError
+from mobilellm_export.errors import MissingDependencyError
 
-from .base import DecoderRuntime, RuntimeAdapter
+from .base import DecoderRuntime, RuntimeAdapter, span_end
 
 if TYPE_CHECKING:
     from .manifest import Manifest
@@ -56,10 +56,7 @@ class OnnxRuntime(DecoderRuntime):
         self._length = 0
 
     def _run(self, tokens: list[int], start_pos: int) -> np.ndarray:
-        if start_pos > self._length:
-            raise UnsupportedError(f"position {start_pos} is past the {self._length} cached tokens")
-        if start_pos + len(tokens) > self.max_context:
-            raise UnsupportedError(f"{start_pos + len(tokens)} tokens exceed the context of {self.max_context}")
+        span_end(start_pos, len(tokens), cached=self._length, max_context=self.max_context)
         binding = self.session.io_binding()
         binding.bind_cpu_input("input_ids", np.array([tokens], dtype=np.int64))
         binding.bind_cpu_input("attention_mask", np.ones((1, start_pos + len(tokens)), dtype=np.int64))
