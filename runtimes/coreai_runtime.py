@@ -68,8 +68,9 @@ class CoreAIRuntime(DecoderRuntime):
             self._prefill = model.load_function("prefill")
             self._decode = model.load_function("decode")
         descriptor = self._decode.desc
-        self._states = {name: (tuple(descriptor.state_descriptor(name).shape),
-                               np.dtype(descriptor.state_descriptor(name).dtype)) for name in descriptor.state_names}
+        self._state_specs = {name: (tuple(descriptor.state_descriptor(name).shape),
+                                    np.dtype(descriptor.state_descriptor(name).dtype))
+                             for name in descriptor.state_names}
         self.reset()
 
     def close(self) -> None:
@@ -83,7 +84,8 @@ class CoreAIRuntime(DecoderRuntime):
 
     def reset(self) -> None:
         # NDArray copies what it is given, so a fresh cache is fresh arrays.
-        self._state = {name: self._NDArray(np.zeros(shape, dtype)) for name, (shape, dtype) in self._states.items()}
+        self._state = {name: self._NDArray(np.zeros(shape, dtype))
+                       for name, (shape, dtype) in self._state_specs.items()}
         self._length = 0
 
     def _run(self, tokens: list[int], start_pos: int) -> np.ndarray:

@@ -9,6 +9,7 @@ resource to the ops that read it.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass, field
@@ -73,9 +74,18 @@ class Program:
 
 
 def read_program(asset: Path) -> Program:
+    """The asset's program, parsed once per version of its file (verify reads it for the storage
+    report and again for the structure checks)."""
+    program_file = Path(asset) / "main.mlirb"
+    stat = program_file.stat()
+    return _parse(str(asset), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=2)
+def _parse(asset: str, _mtime_ns: int, _size: int) -> Program:
     from coreai.authoring import AIModelAsset
 
-    operation = AIModelAsset.load(str(asset)).program._module._mlir_module.operation
+    operation = AIModelAsset.load(asset).program._module._mlir_module.operation
     text = operation.get_asm(large_resource_limit=16)  # resources' bytes left out
     functions: dict[str, Function] = {}
     resources: dict[str, str] = {}
@@ -106,7 +116,8 @@ def inspect_storage(manifest: Manifest) -> StorageReport:
     config, context = manifest.model.config, manifest.runtime.max_context
     dim, vocab = config["dim"], config["vocab_size"]
     stored = program.stored_bytes
-    shared = [rid for rid, t in program.resources.items() if t.rsplit("x", 1)[0] in (f"{dim}x{vocab}", f"{vocab}x{dim}")]
+    shapes = (f"{dim}x{vocab}", f"{vocab}x{dim}")
+    shared = [rid for rid, t in program.resources.items() if t.rsplit("x", 1)[0] in shapes]
     readers = {rid: program.readers(rid) for rid in shared}
     # Once: one stored matrix, read in every function by the lookup (a gather) and the output
     # projection (a matmul).

@@ -200,20 +200,3 @@ def test_bundle_for_ios_carries_the_aimodel(int4, tmp_path):
     for rel, check in manifest["integrity"].items():
         assert (target / rel).stat().st_size == check["bytes"]
 
-
-def test_missing_core_ai_packages_are_one_clear_error(monkeypatch, capsys, tmp_path):
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_core_ai(name, *args, **kwargs):
-        if name.startswith("coreai"):
-            raise ImportError(f"No module named {name!r}")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_core_ai)
-    out = tmp_path / "never"
-    assert main(["--quiet", "export", "--backend", "coreai", "--quant", "int4", "--output", str(out)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "mobilellm-export[coreai]" in err[0]
-    assert not out.exists()

@@ -62,18 +62,23 @@ def test_a_failing_export_leaves_nothing_behind(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_missing_executorch_is_a_clear_error(monkeypatch, capsys, tmp_path):
+@pytest.mark.parametrize("backend, package, quant, message", [
+    ("executorch", "executorch", "fp32", "needs the executorch package"),
+    ("coreai", "coreai", "int4", "mobilellm-export[coreai]"),
+])
+def test_missing_backend_package_is_a_clear_error(monkeypatch, capsys, tmp_path, backend, package, quant, message):
     import builtins
 
     real_import = builtins.__import__
 
-    def no_executorch(name, *args, **kwargs):
-        if name.startswith("executorch"):
+    def without_package(name, *args, **kwargs):
+        if name.startswith(package):
             raise ImportError(f"No module named {name!r}")
         return real_import(name, *args, **kwargs)
 
-    monkeypatch.setattr(builtins, "__import__", no_executorch)
+    monkeypatch.setattr(builtins, "__import__", without_package)
     out = tmp_path / "never"
-    assert main(["--quiet", "export", "--backend", "executorch", "--quant", "fp32", "--output", str(out)]) == 2
-    assert "needs the executorch package" in capsys.readouterr().err
+    assert main(["--quiet", "export", "--backend", backend, "--quant", quant, "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
     assert not out.exists()
