@@ -11,7 +11,6 @@ be present with the right shape; anything missing, mis-shaped, unexpected or unr
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import sys
@@ -27,10 +26,12 @@ import torch
 from mobilellm_export.errors import CheckpointError, ConfigError
 from mobilellm_export.jsonfile import read_json_object
 
+from . import llama4
 from .config import MobileLLMConfig
+from .hf_fields import plain_rope_theta, stop_ids, whole_number
 from .modeling import MobileLLM
 
-SUPPORTED_ARCHITECTURES = ("MobileLLMForCausalLM", "LlamaForCausalLM")
+SUPPORTED_ARCHITECTURES = ("MobileLLMForCausalLM", "LlamaForCausalLM", "Llama4ForCausalLM")
 # Buffers some old checkpoints carry that hold no weights (recomputed from the config).
 _IGNORED_TENSORS = re.compile(r"^model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq$")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -61,41 +62,10 @@ def config_from_hf(data: dict[str, Any]) -> MobileLLMConfig:
         raise CheckpointError(f"unsupported hidden_act {data['hidden_act']!r}; MobileLLM uses silu (SwiGLU)")
     if data.get("attention_bias") or data.get("mlp_bias"):
         raise CheckpointError("checkpoints with attention or MLP biases are not supported")
-    rope = data.get("rope_parameters") or {}  # transformers >= 5 nests rope settings here
-    if not isinstance(rope, dict):
-        raise CheckpointError(f"config.json: rope_parameters must be an object, got {rope!r}")
-    rope_type = rope.get("rope_type", "default")
-    if data.get("rope_scaling") or rope_type != "default":
-        raise CheckpointError("rope scaling is not supported (MobileLLM uses plain RoPE)")
-    if arch == "MobileLLMForCausalLM":
-        shared = bool(data.get("share_embedding", True))
-        sharing = bool(data.get("layer_sharing", False))
-    else:
-        shared = bool(data.get("tie_word_embeddings", True))
-        sharing = False
-    eos = data.get("eos_token_id", 2)
-    if isinstance(eos, list):  # several stop ids: the first is the one the runners write out
-        eos = eos[0] if eos else 2
-    whole = _whole_number
     try:
-        dim = whole(data, "hidden_size")
-        n_heads = whole(data, "num_attention_heads")
-        return MobileLLMConfig(
-            vocab_size=whole(data, "vocab_size"),
-            dim=dim,
-            n_layers=whole(data, "num_hidden_layers"),
-            n_heads=n_heads,
-            n_kv_heads=whole(data, "num_key_value_heads", n_heads),
-            ffn_dim=whole(data, "intermediate_size"),
-            head_dim=whole(data, "head_dim", dim // n_heads),
-            rope_theta=float(rope.get("rope_theta", data.get("rope_theta", 10000.0))),
-            norm_eps=float(data.get("rms_norm_eps", 1e-5)),
-            share_embedding=shared,
-            layer_sharing=sharing,
-            max_seq_len=whole(data, "max_position_embeddings", 2048),
-            bos_id=int(data.get("bos_token_id", 1) if data.get("bos_token_id") is not None else 1),
-            eos_id=int(eos if eos is not None else 2),
-        )
+        if arch == llama4.ARCHITECTURE:
+            return llama4.config_from_llama4(data)
+        return _config_from_llama(data, arch)
     except KeyError as exc:
         raise CheckpointError(f"config.json lacks required field {exc.args[0]!r}") from None
     except (TypeError, ValueError) as exc:
@@ -104,21 +74,41 @@ def config_from_hf(data: dict[str, Any]) -> MobileLLMConfig:
         raise CheckpointError(f"config.json describes an invalid model: {exc}") from None
 
 
-def _whole_number(data: dict[str, Any], key: str, default: int | None = None) -> int:
-    """config.json's `key` as an int: a JSON integer (or a float that is one, like 576.0), never
-    a bool, a string or 192.7 silently truncated. Missing or null: `default` (KeyError if none)."""
-    value = data.get(key)
-    if value is None:
-        if default is None:
-            raise KeyError(key)
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value != int(value):
-        raise CheckpointError(f"config.json: {key} must be a whole number, got {value!r}")
-    return int(value)
+def _config_from_llama(data: dict[str, Any], arch: str) -> MobileLLMConfig:
+    if arch == "MobileLLMForCausalLM":
+        shared = bool(data.get("share_embedding", True))
+        sharing = bool(data.get("layer_sharing", False))
+    else:
+        shared = bool(data.get("tie_word_embeddings", True))
+        sharing = False
+    eos = stop_ids(data.get("eos_token_id", 2))
+    whole = whole_number
+    dim = whole(data, "hidden_size")
+    n_heads = whole(data, "num_attention_heads")
+    return MobileLLMConfig(
+        vocab_size=whole(data, "vocab_size"),
+        dim=dim,
+        n_layers=whole(data, "num_hidden_layers"),
+        n_heads=n_heads,
+        n_kv_heads=whole(data, "num_key_value_heads", n_heads),
+        ffn_dim=whole(data, "intermediate_size"),
+        head_dim=whole(data, "head_dim", dim // n_heads),
+        rope_theta=plain_rope_theta(data, 10000.0),
+        norm_eps=float(data.get("rms_norm_eps", 1e-5)),
+        share_embedding=shared,
+        layer_sharing=sharing,
+        max_seq_len=whole(data, "max_position_embeddings", 2048),
+        bos_id=int(data.get("bos_token_id", 1) if data.get("bos_token_id") is not None else 1),
+        eos_id=eos[0],
+        extra_eos_ids=eos[1:],
+    )
 
 
 def config_to_hf(config: MobileLLMConfig) -> dict[str, Any]:
-    """The MobileLLM remote-code config.json for `config` (what the published checkpoints use)."""
+    """The config.json for `config`: Llama4-text for that layout, else the MobileLLM remote-code
+    one the published checkpoints use."""
+    if config.checkpoint_layout == "llama4_text":
+        return llama4.config_to_llama4(config)
     return {
         "architectures": ["MobileLLMForCausalLM"],
         "model_type": "mobilellm",
@@ -140,7 +130,7 @@ def config_to_hf(config: MobileLLMConfig) -> dict[str, Any]:
         "layer_sharing": config.layer_sharing,
         "tie_word_embeddings": False,
         "bos_token_id": config.bos_id,
-        "eos_token_id": config.eos_id,
+        "eos_token_id": list(config.eos_ids) if config.extra_eos_ids else config.eos_id,
         # Like the published LS checkpoints; our own model handles LS caching correctly.
         "use_cache": not config.layer_sharing,
     }
@@ -159,7 +149,9 @@ def _read_config_json(directory: Path) -> dict[str, Any]:
 
 # -- weights -------------------------------------------------------------------------------------
 
-def _hf_name(name: str) -> str:
+def _hf_name(name: str, layout: str = "llama") -> str:
+    if layout == "llama4_text":
+        return llama4.hf_name(name)
     return name if name.startswith("lm_head.") else f"model.{name}"
 
 
@@ -233,7 +225,10 @@ def _merge(parts: Any) -> dict[str, torch.Tensor]:
 def load_state_into(model: MobileLLM, tensors: dict[str, torch.Tensor]) -> None:
     """Copy HF-named `tensors` into `model`, refusing anything missing, extra or mis-shaped."""
     tensors = {k: v for k, v in tensors.items() if not _IGNORED_TENSORS.match(k)}
-    expected = {_hf_name(name): param for name, param in model.state_dict().items()}
+    layout = model.config.checkpoint_layout
+    if layout == "llama4_text":
+        tensors = llama4.to_rotate_half(tensors, model.config.head_dim)
+    expected = {_hf_name(name, layout): param for name, param in model.state_dict().items()}
     if model.lm_head is None and "lm_head.weight" in tensors:
         # Tied checkpoints sometimes store the output matrix as well. Accept it only if it really
         # is the embedding; a different matrix would mean the model is not the one described.
@@ -265,7 +260,7 @@ def load_state_into(model: MobileLLM, tensors: dict[str, torch.Tensor]) -> None:
             raise CheckpointError(f"tensor {name!r} holds {bad} NaN or infinite value(s); the checkpoint is damaged")
     with torch.no_grad():
         for name, param in model.state_dict().items():
-            param.copy_(tensors[_hf_name(name)])
+            param.copy_(tensors[_hf_name(name, layout)])
 
 
 def _natural(name: str) -> list[object]:
@@ -309,7 +304,10 @@ def save_checkpoint(model: MobileLLM, directory: Path, *, dtype: torch.dtype = t
     from safetensors.torch import save_file
 
     directory.mkdir(parents=True, exist_ok=True)
-    tensors = {_hf_name(k): v.detach().to(dtype).contiguous() for k, v in model.state_dict().items()}
+    layout = model.config.checkpoint_layout
+    tensors = {_hf_name(k, layout): v.detach().to(dtype).contiguous() for k, v in model.state_dict().items()}
+    if layout == "llama4_text":
+        tensors = {k: v.contiguous() for k, v in llama4.to_adjacent_pairs(tensors, model.config.head_dim).items()}
     save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
     config = config_to_hf(model.config)
     if synthetic:

@@ -8,8 +8,16 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Literal
 
 from mobilellm_export.errors import ConfigError
+
+# How a checkpoint lays out its weights. "llama": Hugging Face Llama names (`mlp.*`) and q/k rows
+# in the rotate-half order (MobileLLM, Llama). "llama4_text": `feed_forward.*` names and q/k rows
+# whose rotary pairs are adjacent (MobileLLM-R1). The model computes in one form; loading and
+# saving translate (see checkpoint.py).
+CheckpointLayout = Literal["llama", "llama4_text"]
+LAYOUTS: tuple[str, ...] = ("llama", "llama4_text")
 
 
 @dataclass(frozen=True)
@@ -35,9 +43,28 @@ class MobileLLMConfig:
     max_seq_len: int = 2048
     bos_id: int = 1
     eos_id: int = 2
+    extra_eos_ids: tuple[int, ...] = ()  # more stop tokens (Llama-3 tokenizers end turns with several)
+    checkpoint_layout: CheckpointLayout = "llama"
+    # Llama4-text attention (MobileLLM-R1); the defaults are MobileLLM's plain Llama attention.
+    qk_norm: bool = False  # parameter-free RMS norm of q and k after RoPE, on RoPE blocks
+    nope_layers: tuple[int, ...] = ()  # blocks without RoPE (and without the qk norm)
+    nope_attn_scale: float = 0.0  # NoPE blocks scale q by 1 + s * log1p(floor((pos + 1) / floor)); 0: off
+    nope_floor_scale: int = 8192
+    attention_chunk: int = 0  # `chunked_layers` attend only within aligned chunks of this many positions
+    chunked_layers: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "head_dim", "max_seq_len"):
+        # Tuples whatever the caller passed (JSON gives lists), so configs compare and hash.
+        for name in ("extra_eos_ids", "nope_layers", "chunked_layers"):
+            value = getattr(self, name)
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+                raise ConfigError(f"config field {name} must be a list of integers, got {value!r}")
+            object.__setattr__(self, name, tuple(value))
+        self._validate()
+
+    def _validate(self) -> None:
+        for name in ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "head_dim", "max_seq_len",
+                     "nope_floor_scale"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"config field {name} must be a positive integer, got {value!r}")
@@ -49,10 +76,42 @@ class MobileLLMConfig:
             raise ConfigError(f"head_dim must be even for rotary embeddings, got {self.head_dim}")
         if not self.rope_theta > 0 or not self.norm_eps > 0:
             raise ConfigError("rope_theta and norm_eps must be positive")
-        for name in ("bos_id", "eos_id"):
-            value = getattr(self, name)
+        for name, value in (("bos_id", self.bos_id), *(("eos_id", v) for v in self.eos_ids)):
             if not 0 <= value < self.vocab_size:
                 raise ConfigError(f"{name} {value} is outside the vocabulary (size {self.vocab_size})")
+        if self.checkpoint_layout not in LAYOUTS:
+            raise ConfigError(f"checkpoint_layout must be one of {', '.join(LAYOUTS)}, got {self.checkpoint_layout!r}")
+        for name in ("nope_layers", "chunked_layers"):
+            bad = [i for i in getattr(self, name) if not 0 <= i < self.n_layers]
+            if bad or len(set(getattr(self, name))) != len(getattr(self, name)):
+                raise ConfigError(f"{name} must list distinct block indices in 0..{self.n_layers - 1}, got "
+                                  f"{list(getattr(self, name))}")
+        if self.chunked_layers and self.attention_chunk <= 0:
+            raise ConfigError("chunked_layers need a positive attention_chunk")
+        if self.checkpoint_layout == "llama" and (self.qk_norm or self.nope_layers or self.chunked_layers):
+            raise ConfigError("qk_norm, nope_layers and chunked_layers are Llama4-text attention; they need "
+                              "checkpoint_layout llama4_text")
+        if self.checkpoint_layout == "llama4_text" and self.layer_sharing:
+            raise ConfigError("Llama4-text checkpoints have no block-wise layer sharing")
+        if not self.nope_attn_scale >= 0 or isinstance(self.attention_chunk, bool) or self.attention_chunk < 0:
+            raise ConfigError("nope_attn_scale and attention_chunk must be >= 0")
+
+    @property
+    def eos_ids(self) -> tuple[int, ...]:
+        """Every token that ends generation, the primary one first."""
+        return (self.eos_id, *(i for i in self.extra_eos_ids if i != self.eos_id))
+
+    def uses_rope(self, block: int) -> bool:
+        return block not in self.nope_layers
+
+    def chunk_limits_context(self, context: int) -> bool:
+        """Whether chunked attention changes anything within `context` positions (a chunk at
+        least that long is plain causal attention)."""
+        return bool(self.chunked_layers) and self.attention_chunk < context
+
+    @property
+    def temperature_tuned(self) -> bool:
+        return bool(self.nope_layers) and self.nope_attn_scale > 0
 
     @property
     def n_executed_layers(self) -> int:
@@ -86,7 +145,8 @@ class MobileLLMConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, object]:
-        return dataclasses.asdict(self)
+        # Lists, as JSON holds them: a manifest's config compares equal to a fresh to_dict().
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> "MobileLLMConfig":
@@ -109,6 +169,18 @@ def _published(n_layers: int, dim: int, n_heads: int, n_kv_heads: int, ffn_dim: 
     )
 
 
+def _r1(n_layers: int, dim: int, n_heads: int, n_kv_heads: int, ffn_dim: int) -> MobileLLMConfig:
+    # MobileLLM-R1 (facebook/MobileLLM-R1-*, `Llama4ForCausalLM` text configs): Llama-3's 128,256-token
+    # byte-level BPE vocabulary (bos 128000, three stop tokens), RoPE theta 8e6 with adjacent
+    # pairs on every block, the qk norm, no temperature tuning; chunked attention of 32,768 on every
+    # block, which is causal attention at any context up to the 32k the post-trained models take.
+    return MobileLLMConfig(
+        vocab_size=128256, dim=dim, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv_heads, ffn_dim=ffn_dim,
+        rope_theta=8e6, max_seq_len=32768, bos_id=128000, eos_id=128001, extra_eos_ids=(128008, 128009),
+        checkpoint_layout="llama4_text", qk_norm=True, attention_chunk=32768, chunked_layers=tuple(range(n_layers)),
+    )
+
+
 # The embedded default model (trained by `make tiny-model`, see model/train.py): LS-style (5 unique
 # blocks, 10 executed), shared embedding, its own 4096-token byte-level BPE tokenizer. Sized for a
 # few minutes of training on 2 CPU cores; its context is the length it was trained on.
@@ -126,6 +198,9 @@ PRESETS: dict[str, MobileLLMConfig] = {
     "1.5B": _published(54, 1600, 25, 5, 4352),
     "125M-LS": _published(30, 576, 9, 3, 1536, ls=True),
     "350M-LS": _published(32, 960, 15, 5, 2560, ls=True),
+    "R1-140M": _r1(15, 576, 9, 3, 2048),
+    "R1-360M": _r1(15, 1024, 16, 4, 4096),
+    "R1-950M": _r1(22, 1536, 24, 6, 6144),
 }
 
 # Where the published weights live on the Hugging Face hub (used only when the user asks).
@@ -135,6 +210,9 @@ HUB_IDS: dict[str, str] = {
     "600M": "facebook/MobileLLM-600M",
     "1B": "facebook/MobileLLM-1B",
     "1.5B": "facebook/MobileLLM-1.5B",
+    "R1-140M": "facebook/MobileLLM-R1-140M",
+    "R1-360M": "facebook/MobileLLM-R1-360M",
+    "R1-950M": "facebook/MobileLLM-R1-950M",
 }
 
 

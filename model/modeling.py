@@ -12,6 +12,11 @@ two kinds of weight sharing:
 Module and parameter names follow Hugging Face's Llama without the `model.` prefix, so a
 checkpoint maps onto this module by a fixed rename (see checkpoint.py).
 
+MobileLLM-R1 (Llama4-text) blocks add, per the config: a parameter-free RMS norm of q and k after
+RoPE (`qk_norm`), blocks without RoPE ("NoPE") whose queries may be scaled by a position-dependent
+temperature, and chunked attention. Their adjacent-pair rotary embedding is computed here in the
+rotate-half form: loading permutes each head's q/k rows so both forms give the same scores.
+
 The KV cache is static and preallocated (a buffer per executed block) and written with
 `index_copy_`, and attention runs over the whole cache with a position mask: shapes never depend
 on how many tokens are cached, which is what `torch.export` and the phone runtimes need.
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -63,8 +69,35 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return x * cos[:, None, :] + _rotate_half(x) * sin[:, None, :]
 
 
-# Rotary embedding of q or k [B, n, H, D] at the current positions (cos/sin already bound).
-Rope = Callable[[Tensor], Tensor]
+def temperature_table(config: MobileLLMConfig, max_positions: int) -> Tensor | None:
+    """Llama4's query temperature of NoPE blocks per position, [max_positions] (None when off):
+    1 + scale * log1p(floor((pos + 1) / floor_scale)), in fp32 as transformers computes it."""
+    if not config.temperature_tuned:
+        return None
+    pos = torch.arange(max_positions, dtype=torch.float32)
+    return torch.log1p(torch.floor((pos + 1.0) / config.nope_floor_scale)) * config.nope_attn_scale + 1.0
+
+
+@dataclass(frozen=True)
+class Positions:
+    """What the blocks need to know about the current tokens' positions; each backend builds it
+    from its own tables and inputs."""
+
+    rope: Callable[[Tensor], Tensor]  # rotary embedding of q or k [B, n, H, D] at the positions
+    q_scale: Tensor | None = None  # NoPE blocks' query temperature, broadcastable to q (None: off)
+
+
+class QKNorm(nn.Module):
+    """Llama4's parameter-free L2 norm of q and k over the head dimension (an RMS norm without a
+    weight), in fp32 whatever the activation dtype."""
+
+    def __init__(self, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        x32 = x.float()
+        return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
 
 
 # How one executed block attends: (q [B, n, H, D], k, v [B, n, Hkv, D]) -> [B, n, H, D]. The
@@ -102,8 +135,11 @@ class KVCache(nn.Module):
 
 
 class Attention(nn.Module):
-    def __init__(self, config: MobileLLMConfig) -> None:
+    def __init__(self, config: MobileLLMConfig, block: int) -> None:
         super().__init__()
+        self.use_rope = config.uses_rope(block)
+        # Only RoPE blocks normalise q and k (transformers' Llama4 does the same).
+        self.qk_norm = QKNorm(config.norm_eps) if config.qk_norm and self.use_rope else None
         self.n_heads = config.n_heads
         self.n_kv_heads = config.n_kv_heads
         self.head_dim = config.head_dim
@@ -112,13 +148,19 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(config.dim, config.kv_dim, bias=False)
         self.o_proj = nn.Linear(config.n_heads * config.head_dim, config.dim, bias=False)
 
-    def forward(self, x: Tensor, rope: Rope, attend: Attend) -> Tensor:
+    def forward(self, x: Tensor, positions: Positions, attend: Attend) -> Tensor:
         bsz = x.shape[0]
         # The sequence length is left to -1 rather than taken from x.shape: exported with a
         # dynamic length, a symbolic size here would keep XNNPACK from taking the reshape.
-        q = rope(self.q_proj(x).view(bsz, -1, self.n_heads, self.head_dim))
-        k = rope(self.k_proj(x).view(bsz, -1, self.n_kv_heads, self.head_dim))
+        q = self.q_proj(x).view(bsz, -1, self.n_heads, self.head_dim)
+        k = self.k_proj(x).view(bsz, -1, self.n_kv_heads, self.head_dim)
         v = self.v_proj(x).view(bsz, -1, self.n_kv_heads, self.head_dim)
+        if self.use_rope:
+            q, k = positions.rope(q), positions.rope(k)
+            if self.qk_norm is not None:
+                q, k = self.qk_norm(q), self.qk_norm(k)
+        elif positions.q_scale is not None:
+            q = q * positions.q_scale
         return self.o_proj(attend(q, k, v).reshape(bsz, -1, self.n_heads * self.head_dim))
 
 
@@ -136,22 +178,23 @@ class MLP(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, config: MobileLLMConfig) -> None:
+    def __init__(self, config: MobileLLMConfig, block: int) -> None:
         super().__init__()
         self.input_layernorm = RMSNorm(config.dim, config.norm_eps)
-        self.self_attn = Attention(config)
+        self.self_attn = Attention(config, block)
         self.post_attention_layernorm = RMSNorm(config.dim, config.norm_eps)
         self.mlp = MLP(config)
 
-    def forward(self, x: Tensor, rope: Rope, attend: Attend) -> Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), rope, attend)
+    def forward(self, x: Tensor, positions: Positions, attend: Attend) -> Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), positions, attend)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
-def run_blocks(layers: nn.ModuleList, order: tuple[int, ...], x: Tensor, rope: Rope, attends: list[Attend]) -> Tensor:
+def run_blocks(layers: nn.ModuleList, order: tuple[int, ...], x: Tensor, positions: Positions,
+               attends: list[Attend]) -> Tensor:
     """The executed stack: block `order[i]` with its own attend (cache slot) `attends[i]`."""
     for block, attend in zip(order, attends):
-        x = layers[block](x, rope, attend)
+        x = layers[block](x, positions, attend)
     return x
 
 
@@ -172,7 +215,7 @@ class MobileLLM(nn.Module):
         if not 2 <= self.max_context <= config.max_seq_len:
             raise ConfigError(f"context length {self.max_context} is outside 2..{config.max_seq_len} (the model's maximum)")
         self.embed_tokens = nn.Embedding(config.vocab_size, config.dim)
-        self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.n_layers))
+        self.layers = nn.ModuleList(DecoderLayer(config, b) for b in range(config.n_layers))
         self.norm = RMSNorm(config.dim, config.norm_eps)
         # With embedding sharing there is no lm_head parameter at all: the projection reads the
         # embedding matrix, so no code path can store or quantize a second copy by accident.
@@ -184,6 +227,7 @@ class MobileLLM(nn.Module):
         cos, sin = rope_tables(config.head_dim, self.max_context, config.rope_theta)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
+        self.register_buffer("q_temperature", temperature_table(config, self.max_context), persistent=False)
 
     # -- weights -----------------------------------------------------------------------------
     def init_weights(self, seed: int, std: float = 0.02) -> "MobileLLM":
@@ -210,21 +254,39 @@ class MobileLLM(nn.Module):
             cache.k_cache.zero_()
             cache.v_cache.zero_()
 
+    def position_coding(self, positions: Tensor) -> Positions:
+        """Rotary embedding and NoPE temperature at `positions` [n]."""
+        q_scale = None if self.q_temperature is None else self.q_temperature[positions][:, None, None]
+        return Positions(rope=partial(apply_rope, cos=self.rope_cos[positions], sin=self.rope_sin[positions]),
+                         q_scale=q_scale)
+
+    def block_masks(self, positions: Tensor, keys: Tensor) -> list[Tensor]:
+        """Per stored block, which of `keys` [k] each query at `positions` [n] attends, [n, k]:
+        causal, and chunked blocks only within their query's chunk (transformers' chunked mask)."""
+        config = self.config
+        causal = keys[None, :] <= positions[:, None]
+        chunked = causal
+        if config.chunk_limits_context(self.max_context):
+            size = config.attention_chunk
+            chunked = causal & (keys[None, :] // size == positions[:, None] // size)
+        return [chunked if b in config.chunked_layers else causal for b in range(config.n_layers)]
+
     def hidden_states(self, tokens: Tensor, input_pos: Tensor | None = None) -> Tensor:
-        n = tokens.shape[1]
-        steps = torch.arange(n, device=tokens.device)
+        config = self.config
+        steps = torch.arange(tokens.shape[1], device=tokens.device)
         if input_pos is None:
-            positions = steps
-            mask = steps[None, :] <= steps[:, None]  # [n, n] causal
-            attends: list[Attend] = [partial(sdpa_gqa, mask=mask)] * self.config.n_executed_layers
+            positions = keys = steps
         else:
             positions = input_pos.reshape(1)[0] + steps
-            keys = torch.arange(self.max_context, device=tokens.device)
-            mask = keys[None, :] <= positions[:, None]  # [n, max_context]: cached and current keys
-            attends = [partial(cache.attend, positions=positions, mask=mask) for cache in self.caches]
+            keys = torch.arange(self.max_context, device=tokens.device)  # cached and current keys
+        masks = self.block_masks(positions, keys)
+        if input_pos is None:
+            attends: list[Attend] = [partial(sdpa_gqa, mask=masks[b]) for b in config.execution_order]
+        else:
+            attends = [partial(cache.attend, positions=positions, mask=masks[b])
+                       for cache, b in zip(self.caches, config.execution_order)]
         x = self.embed_tokens(tokens)
-        rope = partial(apply_rope, cos=self.rope_cos[positions], sin=self.rope_sin[positions])
-        x = run_blocks(self.layers, self.config.execution_order, x, rope, attends)
+        x = run_blocks(self.layers, config.execution_order, x, self.position_coding(positions), attends)
         return self.norm(x)
 
     def project(self, hidden: Tensor) -> Tensor:

@@ -132,7 +132,7 @@ def gptq_model(model: MobileLLM, scheme: QuantScheme, names: list[str], windows:
                embedding: QuantizedWeight | None, progress: Progress, *, chunk: int = 8) -> dict[str, QuantizedWeight]:
     """GPTQ codes for the block linears `names` of `model`, block after block on the calibration
     windows, the lookup reading the already-quantized shared matrix."""
-    from mobilellm_export.model.modeling import apply_rope, sdpa_gqa
+    from mobilellm_export.model.modeling import sdpa_gqa
 
     work = copy.deepcopy(model).eval()
     tokens = torch.tensor(windows, dtype=torch.long)
@@ -141,13 +141,14 @@ def gptq_model(model: MobileLLM, scheme: QuantScheme, names: list[str], windows:
         pieces = tokens.shape[1] // limit
         tokens = tokens[:, :pieces * limit].reshape(-1, limit)
     steps = torch.arange(tokens.shape[1])
-    attend = partial(sdpa_gqa, mask=steps[None, :] <= steps[:, None])
-    rope = partial(apply_rope, cos=work.rope_cos[steps], sin=work.rope_sin[steps])
+    masks = work.block_masks(steps, steps)
+    coding = work.position_coding(steps)
     table = work.embed_tokens.weight if embedding is None else embedding.dequantize()
     xs = [F.embedding(t, table) for t in tokens.split(chunk)]  # the lookup as the artifact does it
     result: dict[str, QuantizedWeight] = {}
     params = dict(work.named_parameters())
     for b, layer in enumerate(work.layers):
+        attend = partial(sdpa_gqa, mask=masks[b])
         mine = [n for n in names if n.startswith(f"layers.{b}.")]
         hooks: dict[str, HessianHook] = {}
         for n in mine:
@@ -158,7 +159,7 @@ def gptq_model(model: MobileLLM, scheme: QuantScheme, names: list[str], windows:
         with torch.no_grad():
             for x in xs:
                 for _ in range(_layer_runs(work.config)):  # an LS block's runs feed one Hessian
-                    x = layer(x, rope, attend)
+                    x = layer(x, coding, attend)
         for handle in handles:
             handle.remove()
         for n in mine:
@@ -169,7 +170,7 @@ def gptq_model(model: MobileLLM, scheme: QuantScheme, names: list[str], windows:
         with torch.no_grad():  # the next block sees this block's quantized outputs
             for i, x in enumerate(xs):
                 for _ in range(_layer_runs(work.config)):
-                    x = layer(x, rope, attend)
+                    x = layer(x, coding, attend)
                 xs[i] = x
         progress.step(f"gptq: block {b + 1}/{len(work.layers)}")
     return result

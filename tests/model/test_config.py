@@ -7,7 +7,8 @@ from mobilellm_export.model.modeling import MobileLLM
 from ..conftest import small_config
 
 # Published parameter counts of MobileLLM (shared embedding counted once).
-PUBLISHED = {"125M": 124_635_456, "350M": 345_355_200, "600M": 603_188_352, "1B": 1_005_461_760, "1.5B": 1_511_188_800}
+PUBLISHED = {"125M": 124_635_456, "350M": 345_355_200, "600M": 603_188_352, "1B": 1_005_461_760, "1.5B": 1_511_188_800,
+             "R1-140M": 140_248_512, "R1-360M": 359_431_168, "R1-950M": 949_685_760}
 
 
 @pytest.mark.parametrize("name", PUBLISHED)
@@ -16,7 +17,8 @@ def test_preset_parameter_counts_match_the_published_models(name):
 
 
 def test_presets_have_exact_names_and_published_shapes():
-    assert set(PRESETS) == {"tiny", "125M", "350M", "600M", "1B", "1.5B", "125M-LS", "350M-LS"}
+    assert set(PRESETS) == {"tiny", "125M", "350M", "600M", "1B", "1.5B", "125M-LS", "350M-LS",
+                            "R1-140M", "R1-360M", "R1-950M"}
     c = get_preset("125M")
     assert (c.n_layers, c.dim, c.n_heads, c.n_kv_heads, c.ffn_dim, c.head_dim, c.vocab_size) == (30, 576, 9, 3, 1536, 64, 32000)
     assert (c.rope_theta, c.norm_eps, c.share_embedding, c.layer_sharing) == (1e4, 1e-5, True, False)
@@ -68,3 +70,33 @@ def test_context_beyond_the_model_maximum_is_refused():
         MobileLLM(small_config(), max_context=129)
     assert MobileLLM(small_config(), max_context=16).caches[0].k_cache.shape[1] == 16
     assert MobileLLM(small_config()).rope_cos.shape == (128, 16)
+
+
+def test_r1_presets_carry_llama4_text_attention_and_three_stop_tokens():
+    r1 = get_preset("R1-950M")
+    assert (r1.n_layers, r1.dim, r1.n_heads, r1.n_kv_heads, r1.ffn_dim, r1.vocab_size) == (22, 1536, 24, 6, 6144, 128256)
+    assert r1.checkpoint_layout == "llama4_text" and r1.qk_norm and not r1.nope_layers and r1.rope_theta == 8e6
+    assert r1.eos_ids == (128001, 128008, 128009) and r1.bos_id == 128000
+    assert not r1.chunk_limits_context(32768) and r1.chunk_limits_context(32769)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"qk_norm": True}, "Llama4-text"),
+    ({"nope_layers": (1,)}, "Llama4-text"),
+    ({"checkpoint_layout": "llama4_text", "nope_layers": (3,)}, "distinct block indices"),
+    ({"checkpoint_layout": "llama4_text", "chunked_layers": (0,)}, "attention_chunk"),
+    ({"checkpoint_layout": "llama4_text", "layer_sharing": True}, "layer sharing"),
+    ({"checkpoint_layout": "gguf"}, "checkpoint_layout"),
+    ({"extra_eos_ids": (999,)}, "outside the vocabulary"),
+    ({"extra_eos_ids": "3"}, "list of integers"),
+])
+def test_llama4_fields_are_validated(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        small_config(**changes)
+
+
+def test_list_fields_round_trip_through_json_as_lists():
+    config = small_config(checkpoint_layout="llama4_text", nope_layers=[1], extra_eos_ids=[3, 4])
+    assert config.nope_layers == (1,) and config.eos_ids == (2, 3, 4)
+    data = config.to_dict()
+    assert data["nope_layers"] == [1] and MobileLLMConfig.from_dict(data) == config
