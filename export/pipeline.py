@@ -13,13 +13,11 @@ from mobilellm_export.progress import Progress
 from mobilellm_export.quant.calibration import Calibration, calibration
 from mobilellm_export.quant.schemes import AUTO, QuantScheme, expected_weight_bytes, resolve_method
 from mobilellm_export.quant.stage import QuantizedModel, quantize
-from mobilellm_export.runtimes.tokenizer import TOKENIZER_FILES
+from mobilellm_export.runtimes.tokenizer import TOKENIZER_COMPANIONS, TOKENIZER_FILES
 
 from .contract import Backend, ExportRequest
 from .writer import write_artifact
 
-# Files that travel with a tokenizer (tokenizer_config.json names bos/eos for the C++ runners).
-_TOKENIZER_COMPANIONS = ("tokenizer_config.json",)
 
 
 class Quantizer:
@@ -70,6 +68,12 @@ def export_artifact(loaded: LoadedModel, backend: Backend, request: ExportReques
                                f"use {', '.join(backend.schemes)}")
     backend.require()
     config = loaded.config
+    if config.chunk_limits_context(request.max_context):
+        # No backend builds the chunk mask (ExecuTorch's custom_sdpa and onnxruntime's
+        # GroupQueryAttention are causal only): refuse rather than export plain causal attention.
+        raise UnsupportedError(f"this model attends within chunks of {config.attention_chunk} positions; exported "
+                               f"artifacts attend causally over the whole context, so use --max-context "
+                               f"{config.attention_chunk} or less")
     quantized = (quantizer or Quantizer(loaded, progress))(request.scheme, request.method)
 
     def build(tmp: Path) -> dict[str, Any]:
@@ -86,7 +90,7 @@ def export_artifact(loaded: LoadedModel, backend: Backend, request: ExportReques
                              "stage": {**quantized.scheme.to_dict(), **quantized.record,
                                        "requested_method": request.method}},
             "runtime": {"max_context": request.max_context, "vocab_size": config.vocab_size,
-                        "bos_id": config.bos_id, "eos_ids": [config.eos_id], "tokenizer": tokenizer,
+                        "bos_id": config.bos_id, "eos_ids": list(config.eos_ids), "tokenizer": tokenizer,
                         "kv_cache_bytes_per_value": result.kv_cache_bytes_per_value},
             "expected_weight_bytes": expected_weight_bytes(config, result.stored_scheme),
             "roles": dict(result.files),
@@ -102,7 +106,7 @@ def _copy_tokenizer(loaded: LoadedModel, out: Path) -> str | None:
     if tokenizer is None:
         return None
     shutil.copy2(tokenizer.path, out / tokenizer.path.name)
-    for name in _TOKENIZER_COMPANIONS:
+    for name in TOKENIZER_COMPANIONS:
         companion = tokenizer.path.parent / name
         if companion.is_file():
             shutil.copy2(companion, out / name)

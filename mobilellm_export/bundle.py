@@ -20,6 +20,7 @@ from mobilellm_export.errors import UnsupportedError
 from mobilellm_export import jsonschemas
 from mobilellm_export.runtimes.manifest import ArtifactError, Manifest, checksum_problems, read_manifest
 from mobilellm_export.runtimes.registry import ADAPTERS, adapter_for
+from mobilellm_export.runtimes.tokenizer import TOKENIZER_COMPANIONS
 
 BUNDLE_MANIFEST = "bundle.json"
 BUNDLE_DIR = "model"  # inside the app's asset/resource folder
@@ -66,8 +67,9 @@ def build_manifest(manifest: Manifest, max_new_tokens: int = 128, temperature: f
     for rel in files.values():
         for name in sorted(n for n in manifest.files if n == rel or n.startswith(f"{rel}/")):
             integrity[name] = dict(manifest.files[name])
-    if "tokenizer_config.json" in manifest.files:  # bos/eos names for the runners' tokenizers
-        integrity["tokenizer_config.json"] = dict(manifest.files["tokenizer_config.json"])
+    for companion in TOKENIZER_COMPANIONS:  # bos/eos names for the runners, the chat template
+        if companion in manifest.files:
+            integrity[companion] = dict(manifest.files[companion])
     runtime = manifest.runtime
     return {
         "schema_version": 1,

@@ -97,7 +97,7 @@ def cmd_generate(args: argparse.Namespace, progress: Progress) -> int:
     if not args.json:
         emit(args.prompt)
     stream = TextStream(tokenizer.decode, emit) if not args.json else None
-    result = generate(runtime, prompt_ids, max_new_tokens=args.max_new_tokens, eos_ids=(tokenizer.eos_id,),
+    result = generate(runtime, prompt_ids, max_new_tokens=args.max_new_tokens, eos_ids=tokenizer.eos_ids,
                       sampling=sampling, on_token=stream)
     stats = {
         "runtime": runtime.name, "model": label, "prompt_tokens": len(result.prompt_ids),

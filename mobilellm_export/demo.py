@@ -68,7 +68,7 @@ def run_demo(options: DemoOptions, progress: Progress) -> int:
     reference = EagerRuntime(loaded.model)
     for prompt in PROMPTS:
         out = generate(reference, tokenizer.encode(prompt), max_new_tokens=options.new_tokens,
-                       eos_ids=(tokenizer.eos_id,))
+                       eos_ids=tokenizer.eos_ids)
         print(f"> {prompt}{tokenizer.decode(out.new_ids)}")
     print()
 

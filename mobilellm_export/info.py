@@ -39,13 +39,24 @@ def format_summary(summary: dict[str, Any]) -> str:
         sharing.append("embedding shared with output projection")
     if arch["layer_sharing"]:
         sharing.append("each block runs twice in a row (LS)")
+    attention = [f"{arch['n_heads']} heads, {arch['n_kv_heads']} KV heads, head_dim {arch['head_dim']}, "
+                 f"RoPE theta {arch['rope_theta']:g}"]
+    if arch["checkpoint_layout"] == "llama4_text":
+        attention.append("adjacent rotary pairs (Llama4-text)")
+    if arch["qk_norm"]:
+        attention.append("qk norm")
+    if arch["nope_layers"]:
+        tuned = f", query temperature {arch['nope_attn_scale']:g}" if arch["nope_attn_scale"] else ""
+        attention.append(f"no RoPE on blocks {arch['nope_layers']}{tuned}")
+    if arch["chunked_layers"]:
+        attention.append(f"chunks of {arch['attention_chunk']} on {len(arch['chunked_layers'])} blocks")
+    stops = ", ".join(str(i) for i in [arch["eos_id"], *arch["extra_eos_ids"]])
     lines = [
         f"model            {summary['model']}",
         f"blocks           {arch['n_layers']} unique, {summary['executed_layers']} executed",
         f"width            dim {arch['dim']}, FFN {arch['ffn_dim']} (SwiGLU)",
-        f"attention        {arch['n_heads']} heads, {arch['n_kv_heads']} KV heads, head_dim {arch['head_dim']}, "
-        f"RoPE theta {arch['rope_theta']:g}",
-        f"vocabulary       {arch['vocab_size']} (bos {arch['bos_id']}, eos {arch['eos_id']}), "
+        f"attention        {'; '.join(attention)}",
+        f"vocabulary       {arch['vocab_size']} (bos {arch['bos_id']}, eos {stops}), "
         f"max context {arch['max_seq_len']}",
         f"sharing          {'; '.join(sharing) or 'none'}",
         f"parameters       {counts['unique']:,} unique (stored), {counts['executed']:,} executed per token",

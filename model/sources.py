@@ -96,7 +96,7 @@ def load_model(spec: str | None, *, max_context: int | None = None, progress: Pr
     checkpoint = load_checkpoint(directory, source=source, max_context=max_context)
     tokenizer = None
     if find_tokenizer_file(directory) is not None:
-        tokenizer = load_tokenizer(directory, bos_id=checkpoint.config.bos_id, eos_id=checkpoint.config.eos_id)
+        tokenizer = load_tokenizer(directory, bos_id=checkpoint.config.bos_id, eos_ids=checkpoint.config.eos_ids)
     if checkpoint.synthetic:
         label += " (random weights)"
     return LoadedModel(checkpoint, tokenizer, label)

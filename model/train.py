@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         progress.step("training the byte-level BPE tokenizer")
         train_tokenizer([d.text for d in train_docs], TINY.vocab_size, work)
-        tok = load_tokenizer(work / "tokenizer.json", bos_id=TINY.bos_id, eos_id=TINY.eos_id)
+        tok = load_tokenizer(work / "tokenizer.json", bos_id=TINY.bos_id, eos_ids=TINY.eos_ids)
         encode = lambda text: tok.encode(text, bos=False)  # noqa: E731
         stream = token_stream((d.text for d in train_docs), encode, TINY.bos_id, TINY.eos_id)
         progress.step(f"{len(stream)} training tokens ({sum(len(d.text) for d in train_docs) / len(stream):.2f} chars/token)")

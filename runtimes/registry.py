@@ -44,7 +44,7 @@ def artifact_tokenizer(manifest: Manifest) -> Tokenizer | None:
     settings = manifest.runtime
     if not settings.tokenizer:
         return None
-    return load_tokenizer(manifest.directory / settings.tokenizer, bos_id=settings.bos_id, eos_id=settings.eos_ids[0])
+    return load_tokenizer(manifest.directory / settings.tokenizer, bos_id=settings.bos_id, eos_ids=settings.eos_ids)
 
 
 def open_artifact(directory: Path, *, threads: int | None = None, check_files: bool = True) -> OpenedArtifact:

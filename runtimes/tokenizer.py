@@ -12,12 +12,19 @@ from typing import Protocol
 from mobilellm_export.errors import TokenizerError
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
+# Files that travel with a tokenizer into artifacts and app bundles: tokenizer_config.json names
+# bos/eos for the C++ runners and holds the chat template (with R1's default system prompt);
+# newer checkpoints keep the template in chat_template.jinja instead.
+TOKENIZER_COMPANIONS = ("tokenizer_config.json", "chat_template.jinja")
 
 
 class Tokenizer(Protocol):
     path: Path  # the file an artifact ships
     bos_id: int
-    eos_id: int
+    eos_ids: tuple[int, ...]  # every token that ends generation, the primary one first
+
+    @property
+    def eos_id(self) -> int: ...
 
     @property
     def vocab_size(self) -> int: ...
@@ -30,15 +37,19 @@ class Tokenizer(Protocol):
 class HFTokenizer:
     """A Hugging Face `tokenizers` tokenizer.json."""
 
-    def __init__(self, path: Path, bos_id: int, eos_id: int) -> None:
+    def __init__(self, path: Path, bos_id: int, eos_ids: tuple[int, ...]) -> None:
         from tokenizers import Tokenizer as _Tokenizer
 
         try:
             self._tok = _Tokenizer.from_file(str(path))
         except Exception as exc:  # tokenizers raises a bare Exception for every parse failure
             raise TokenizerError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
-        self.path, self.bos_id, self.eos_id = path, bos_id, eos_id
+        self.path, self.bos_id, self.eos_ids = path, bos_id, tuple(eos_ids)
         _check_ids(self)
+
+    @property
+    def eos_id(self) -> int:
+        return self.eos_ids[0]
 
     @property
     def vocab_size(self) -> int:
@@ -55,7 +66,7 @@ class HFTokenizer:
 class SentencePieceTokenizer:
     """A SentencePiece model file (Llama-2 style, as MobileLLM uses)."""
 
-    def __init__(self, path: Path, bos_id: int, eos_id: int) -> None:
+    def __init__(self, path: Path, bos_id: int, eos_ids: tuple[int, ...]) -> None:
         import sentencepiece as spm
 
         self._sp = spm.SentencePieceProcessor()
@@ -63,8 +74,12 @@ class SentencePieceTokenizer:
             self._sp.Load(str(path))
         except (OSError, RuntimeError) as exc:
             raise TokenizerError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
-        self.path, self.bos_id, self.eos_id = path, bos_id, eos_id
+        self.path, self.bos_id, self.eos_ids = path, bos_id, tuple(eos_ids)
         _check_ids(self)
+
+    @property
+    def eos_id(self) -> int:
+        return self.eos_ids[0]
 
     @property
     def vocab_size(self) -> int:
@@ -75,12 +90,11 @@ class SentencePieceTokenizer:
         return [self.bos_id, *ids] if bos else ids
 
     def decode(self, ids: list[int]) -> str:
-        return self._sp.DecodeIds([i for i in ids if i not in (self.bos_id, self.eos_id)])
+        return self._sp.DecodeIds([i for i in ids if i != self.bos_id and i not in self.eos_ids])
 
 
 def _check_ids(tok: "HFTokenizer | SentencePieceTokenizer") -> None:
-    for name in ("bos_id", "eos_id"):
-        value = getattr(tok, name)
+    for name, value in (("bos_id", tok.bos_id), *(("eos_id", e) for e in tok.eos_ids)):
         if not 0 <= value < tok.vocab_size:
             raise TokenizerError(f"{tok.path.name}: {name} {value} is outside its vocabulary of {tok.vocab_size}")
 
@@ -92,7 +106,7 @@ def find_tokenizer_file(directory: Path) -> Path | None:
     return None
 
 
-def load_tokenizer(path: Path, *, bos_id: int, eos_id: int) -> Tokenizer:
+def load_tokenizer(path: Path, *, bos_id: int, eos_ids: tuple[int, ...]) -> Tokenizer:
     """Load `path` (a tokenizer file, or a directory holding tokenizer.json or tokenizer.model)."""
     path = Path(path)
     if path.is_dir():
@@ -103,7 +117,7 @@ def load_tokenizer(path: Path, *, bos_id: int, eos_id: int) -> Tokenizer:
     if not path.is_file():
         raise TokenizerError(f"tokenizer file {path} does not exist")
     if path.suffix == ".json":
-        return HFTokenizer(path, bos_id, eos_id)
+        return HFTokenizer(path, bos_id, eos_ids)
     if path.suffix == ".model":
-        return SentencePieceTokenizer(path, bos_id, eos_id)
+        return SentencePieceTokenizer(path, bos_id, eos_ids)
     raise TokenizerError(f"unknown tokenizer file type {path.name!r}; expected {' or '.join(TOKENIZER_FILES)}")

@@ -33,7 +33,7 @@ CONTEXT = 1024
 def export_peer(work: Path, params: Path, checkpoint: Path, config: Any) -> dict[str, Any]:
     out = work / "peer"
     out.mkdir(parents=True, exist_ok=True)
-    metadata = json.dumps({"get_bos_id": config.bos_id, "get_eos_ids": [config.eos_id]})
+    metadata = json.dumps({"get_bos_id": config.bos_id, "get_eos_ids": list(config.eos_ids)})
     cmd = python_cmd(
         "-m", "executorch.extension.llm.export.export_llm",
         "base.model_class=llama3", f"base.params={params}", f"base.checkpoint={checkpoint}",

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mobilellm_export.model.modeling import MobileLLM, apply_rope, run_blocks
+from mobilellm_export.model.modeling import MobileLLM, Positions, apply_rope, run_blocks
 from mobilellm_export.quant.codes import QuantizedWeight
 from mobilellm_export.quant.stage import EMBEDDING, QuantizedModel, linear_names
 
@@ -157,6 +157,9 @@ class CoreAIDecoder(nn.Module):
                                     for _ in range(config.n_executed_layers))
         self.register_buffer("rope_cos", model.rope_cos[:max_context].to(compute), persistent=False)
         self.register_buffer("rope_sin", model.rope_sin[:max_context].to(compute), persistent=False)
+        temperature = model.q_temperature  # NoPE blocks' query temperature per position (None: not tuned)
+        self.register_buffer("q_temperature", None if temperature is None else temperature[:max_context].to(compute),
+                             persistent=False)
         self.register_buffer("key_positions", torch.arange(max_context, dtype=torch.int32), persistent=False)
 
     def forward(self, input_ids: Tensor, input_pos: Tensor) -> Tensor:
@@ -168,7 +171,8 @@ class CoreAIDecoder(nn.Module):
         index = input_pos.to(torch.int64).view(1, 1, n, 1).expand(1, kv_heads, n, self.head_dim)
         attends = [lambda q, k, v, c=cache: c.attend(q, k, v, index=index, mask=mask) for cache in self.caches]
         x = matrix.index_select(1, input_ids.view(-1)).T[None]  # the lookup: columns of [dim, vocab]
-        x = run_blocks(self.layers, self.order, x, lambda t: apply_rope(t, cos, sin), attends)
+        q_scale = None if self.q_temperature is None else self.q_temperature[input_pos][:, None, None]
+        x = run_blocks(self.layers, self.order, x, Positions(lambda t: apply_rope(t, cos, sin), q_scale), attends)
         return self.head(x, matrix)
 
     def head(self, x: Tensor, matrix: Tensor) -> Tensor:

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mobilellm_export.model.config import MobileLLMConfig
 from mobilellm_export.model.modeling import MobileLLM
 from mobilellm_export.runtimes.manifest import Manifest
 
@@ -126,6 +127,8 @@ def inspect_storage(manifest: Manifest) -> StorageReport:
         for ops in readers[shared[0]].values())
     compute = 4 if manifest.details.get("compute_precision") == "fp32" else 2
     rope = 2 * context * config["head_dim"] * compute  # cos and sin tables
+    if MobileLLMConfig.from_dict(config).temperature_tuned:
+        rope += context * compute  # NoPE blocks' temperature table
     # Norm weights are in the compute type; the expected figure counts them fp32 for integer
     # schemes and fp16 for the fp16 scheme.
     norms = (2 * config["n_layers"] + 1) * dim

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mobilellm_export.model.modeling import MobileLLM, apply_rope, rope_tables, run_blocks
+from mobilellm_export.model.modeling import MobileLLM, Positions, apply_rope, rope_tables, run_blocks, temperature_table
 
 
 class StateCache(nn.Module):
@@ -57,6 +57,7 @@ class CoreMLDecoder(nn.Module):
         cos, sin = rope_tables(config.head_dim, max_context + 1, config.rope_theta)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
+        self.register_buffer("q_temperature", temperature_table(config, max_context + 1), persistent=False)
 
     def forward(self, input_ids: Tensor, causal_mask: Tensor) -> Tensor:
         n, end = input_ids.shape[1], causal_mask.shape[-1]
@@ -66,7 +67,8 @@ class CoreMLDecoder(nn.Module):
         def rope(x: Tensor) -> Tensor:
             return apply_rope(x, cos, sin)
 
+        q_scale = None if self.q_temperature is None else self.q_temperature[end - n:end, None, None]
         attends = [lambda q, k, v, c=cache: c.attend(q, k, v, mask=mask) for cache in self.caches]
-        x = run_blocks(self.layers, self.order, self.embed_tokens(input_ids), rope, attends)
+        x = run_blocks(self.layers, self.order, self.embed_tokens(input_ids), Positions(rope, q_scale), attends)
         # Only the last position's logits: the output projection reads the embedding matrix.
         return F.linear(self.norm(x[:, -1, :]), self.embed_tokens.weight).float()

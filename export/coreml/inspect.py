@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from mobilellm_export.model.config import MobileLLMConfig
 from mobilellm_export.model.modeling import MobileLLM
 from mobilellm_export.runtimes.manifest import Manifest
 
@@ -48,6 +49,8 @@ def inspect_storage(manifest: Manifest) -> StorageReport:
     weight_bin = package / "Data" / "com.apple.CoreML" / "weights" / "weight.bin"
     config, context = manifest.model.config, manifest.runtime.max_context
     rope = 2 * (context + 1) * config["head_dim"] * 2  # cos and sin tables, fp16
+    if MobileLLMConfig.from_dict(config).temperature_tuned:
+        rope += (context + 1) * 2  # NoPE blocks' temperature table
     # weight.bin puts a 64-byte header in front of every blob and aligns blobs to 64 bytes.
     blobs = sum(1 + len(op.inputs) if op.op_type.startswith("constexpr_") else 1 for op in stored.values())
     # Norm weights are fp16 here where the expected figure counts them fp32 for quantized schemes.

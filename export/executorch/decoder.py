@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mobilellm_export.errors import UnsupportedError
-from mobilellm_export.model.modeling import MobileLLM, RMSNorm, run_blocks
+from mobilellm_export.model.modeling import MobileLLM, Positions, QKNorm, RMSNorm, run_blocks
 from mobilellm_export.quant.schemes import QuantScheme, WeightFormat
 from mobilellm_export.quant.codes import QuantizedWeight
 from mobilellm_export.quant.stage import QuantizedModel, linear_names
@@ -103,6 +103,18 @@ class LinearRMSNorm(nn.Module):
         return x * torch.rsqrt(F.linear(x * x, self.averager) + self.eps) * self.weight
 
 
+class LinearQKNorm(nn.Module):
+    """The parameter-free qk norm over the head dimension, its mean of squares a linear layer."""
+
+    def __init__(self, norm: QKNorm, head_dim: int) -> None:
+        super().__init__()
+        self.eps = norm.eps
+        self.register_buffer("averager", torch.full((1, head_dim), 1.0 / head_dim), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * torch.rsqrt(F.linear(x * x, self.averager) + self.eps)
+
+
 def rotate_half_matrix(head_dim: int) -> Tensor:
     """R with x @ R.T == rotate_half(x) = cat(-x[half:], x[:half]); exact (entries are 0 and +-1)."""
     half = head_dim // 2
@@ -122,6 +134,8 @@ class ExecuTorchDecoder(nn.Module):
         for layer in model.layers:
             layer.input_layernorm = LinearRMSNorm(layer.input_layernorm)
             layer.post_attention_layernorm = LinearRMSNorm(layer.post_attention_layernorm)
+            if layer.self_attn.qk_norm is not None:
+                layer.self_attn.qk_norm = LinearQKNorm(layer.self_attn.qk_norm, config.head_dim)
         self.layers = model.layers
         self.norm = LinearRMSNorm(model.norm)
         self.lookup = lookup
@@ -133,6 +147,10 @@ class ExecuTorchDecoder(nn.Module):
         self.register_buffer("rope_cos", model.rope_cos[:max_context, None, :].clone(), persistent=False)
         self.register_buffer("rope_sin", model.rope_sin[:max_context, None, :].clone(), persistent=False)
         self.register_buffer("rotate", rotate_half_matrix(config.head_dim), persistent=False)
+        # NoPE blocks' query temperature per position, [positions, 1, 1] (None: not tuned).
+        temperature = model.q_temperature
+        self.register_buffer("q_temperature", None if temperature is None else temperature[:max_context, None, None].clone(),
+                             persistent=False)
 
     def forward(self, tokens: Tensor, input_pos: Tensor) -> Tensor:
         n = tokens.shape[1]
@@ -145,8 +163,9 @@ class ExecuTorchDecoder(nn.Module):
         def rope(x: Tensor) -> Tensor:
             return x * cos + F.linear(x, self.rotate) * sin
 
+        q_scale = None if self.q_temperature is None else self.q_temperature.narrow(0, start, n)
         attends = [partial(cache.attend, start=start) for cache in self.caches]
-        x = run_blocks(self.layers, self.order, self.lookup(tokens), rope, attends)
+        x = run_blocks(self.layers, self.order, self.lookup(tokens), Positions(rope, q_scale), attends)
         # Only the last position's logits are needed: normalise and project that row alone.
         return self.lm_head(self.norm(x[:, -1, :]))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from mobilellm_export.model.config import MobileLLMConfig
 from mobilellm_export.runtimes.manifest import Manifest
 
 from ..contract import StorageReport
@@ -22,9 +23,11 @@ def inspect_storage(manifest: Manifest) -> StorageReport:
     program_keys = [k for k in payload.named_data if k.startswith(("lookup.", "lm_head."))]
     shared = {k: tuple(other for other in keys_by_buffer[payload.named_data[k].buffer_index] if other != k)
               for k in program_keys}
-    config = manifest.model.config
-    context = manifest.runtime.max_context
-    # Constants that are not weights: the RoPE tables and the two small helper matrices.
-    overhead = 4 * (2 * context * config["head_dim"] + config["head_dim"] ** 2 + config["dim"])
+    config = MobileLLMConfig.from_dict(manifest.model.config)
+    context, head_dim = manifest.runtime.max_context, config.head_dim
+    # Constants that are not weights: the RoPE tables, the small helper matrices (rotate-half,
+    # the norms' averagers) and NoPE blocks' temperature table.
+    overhead = 4 * (2 * context * head_dim + head_dim ** 2 + config.dim + (head_dim if config.qk_norm else 0)
+                    + (context if config.temperature_tuned else 0))
     return StorageReport(stored_bytes=sum(len(bytes(b)) for b in payload.buffers), non_weight_bytes=overhead,
                          shared_matrix_once=bool(shared) and all(shared.values()), shared_matrix_readers=shared)

@@ -24,7 +24,7 @@ def runner_metadata(config: MobileLLMConfig, max_context: int) -> dict[str, Any]
         "get_max_context_len": max_context,
         "get_vocab_size": config.vocab_size,
         "get_bos_id": config.bos_id,
-        "get_eos_ids": [config.eos_id],
+        "get_eos_ids": list(config.eos_ids),
         "get_n_layers": config.n_executed_layers,
         "use_kv_cache": True,
         "use_sdpa_with_kv_cache": False,

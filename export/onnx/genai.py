@@ -15,7 +15,8 @@ def genai_config(config: MobileLLMConfig, model_file: str, max_context: int) -> 
     return {
         "model": {
             "bos_token_id": config.bos_id,
-            "eos_token_id": config.eos_id,
+            # Several stop tokens as a list (Llama-3 tokenizers); genai takes either form.
+            "eos_token_id": list(config.eos_ids) if config.extra_eos_ids else config.eos_id,
             "pad_token_id": config.eos_id,
             "context_length": max_context,
             "vocab_size": config.vocab_size,

@@ -10,7 +10,7 @@ import torch
 
 from mobilellm_export.errors import UnsupportedError
 from mobilellm_export.model.config import MobileLLMConfig
-from mobilellm_export.model.modeling import MobileLLM, rope_tables
+from mobilellm_export.model.modeling import MobileLLM, rope_tables, temperature_table
 from mobilellm_export.quant.codes import QuantizedWeight, concat_rows
 from mobilellm_export.quant.stage import EMBEDDING, QuantizedModel
 
@@ -158,8 +158,30 @@ def _store_blocks(g: GraphWriter, model: MobileLLM, quantized: QuantizedModel) -
     return blocks
 
 
+def _qk_norm(g: GraphWriter, config: MobileLLMConfig, x: str, node: str) -> str:
+    """Llama4's parameter-free RMS norm of each head of q or k [B, n, heads * head_dim], as plain
+    ops: RMSNormalization over the head dimension with unit scales."""
+    heads = g.op("Reshape", [x, g.constant("per_head_shape", np.array([0, 0, -1, config.head_dim], np.int64))],
+                 name=f"{node}/per_head")[0]
+    normed = g.op("RMSNormalization", [heads, g.constant("qk_norm_scale", np.ones(config.head_dim, np.float32))],
+                  axis=-1, epsilon=float(config.norm_eps), name=f"{node}/norm")[0]
+    return g.op("Reshape", [normed, g.constant("flat_heads_shape", np.array([0, 0, -1], np.int64))],
+                name=f"{node}/flat")[0]
+
+
+def _q_temperature(g: GraphWriter, config: MobileLLMConfig, max_context: int) -> str | None:
+    """NoPE blocks' query temperature at position_ids, [B, n, 1] (None when not tuned)."""
+    table = temperature_table(config, max_context)
+    if table is None:
+        return None
+    g.constant("q_temperature", _np(table))
+    scales = g.op("Gather", ["q_temperature", "position_ids"], axis=0, name="q_temperature/Gather")[0]
+    return g.op("Unsqueeze", [scales, g.constant("last_axis", np.array([-1], np.int64))],
+                name="q_temperature/Unsqueeze")[0]
+
+
 def _run_blocks(g: GraphWriter, config: MobileLLMConfig, blocks: list[dict[str, StoredLinear]], x: str,
-                lengths: _Lengths, rope: tuple[str, str]) -> tuple[str, str]:
+                lengths: _Lengths, rope: tuple[str, str], q_temperature: str | None) -> tuple[str, str]:
     """Every executed block in order; returns (branch output still to be added, residual stream)."""
     eps = float(config.norm_eps)
     q_dim = config.n_heads * config.head_dim
@@ -179,12 +201,18 @@ def _run_blocks(g: GraphWriter, config: MobileLLMConfig, blocks: list[dict[str, 
                                      domain=MS_DOMAIN, epsilon=eps, outputs=4, name=f"{p}/input_norm")
         qkv = lin["qkv"].apply(g, h, f"{p}/qkv")
         q, k, v = g.op("Split", [qkv, qkv_split], axis=-1, outputs=3, name=f"{p}/split")
-        # Rotary embeddings at the caller's position_ids (GroupQueryAttention's own rotary
-        # derives positions from the mask and ignores position_ids on CPU).
-        q = g.op("RotaryEmbedding", [q, "position_ids", cos_cache, sin_cache], domain=MS_DOMAIN, name=f"{p}/rope_q",
-                 interleaved=0, num_heads=config.n_heads)[0]
-        k = g.op("RotaryEmbedding", [k, "position_ids", cos_cache, sin_cache], domain=MS_DOMAIN, name=f"{p}/rope_k",
-                 interleaved=0, num_heads=config.n_kv_heads)[0]
+        if config.uses_rope(b):
+            # Rotary embeddings at the caller's position_ids (GroupQueryAttention's own rotary
+            # derives positions from the mask and ignores position_ids on CPU). Llama4's adjacent
+            # pairs are the rotate-half layout here: their rows were permuted on load.
+            q = g.op("RotaryEmbedding", [q, "position_ids", cos_cache, sin_cache], domain=MS_DOMAIN,
+                     name=f"{p}/rope_q", interleaved=0, num_heads=config.n_heads)[0]
+            k = g.op("RotaryEmbedding", [k, "position_ids", cos_cache, sin_cache], domain=MS_DOMAIN,
+                     name=f"{p}/rope_k", interleaved=0, num_heads=config.n_kv_heads)[0]
+            if config.qk_norm:
+                q, k = _qk_norm(g, config, q, f"{p}/q_norm"), _qk_norm(g, config, k, f"{p}/k_norm")
+        elif q_temperature is not None:
+            q = g.op("Mul", [q, q_temperature], name=f"{p}/q_temperature")[0]
         attn_out = g.op(
             "GroupQueryAttention",
             [q, k, v, f"past_key_values.{e}.key", f"past_key_values.{e}.value", lengths.seqlens_k, lengths.total],
@@ -256,7 +284,7 @@ def build_graph(model: MobileLLM, quantized: QuantizedModel, max_context: int) -
     rope = g.constant("rope_cos", _np(cos[:, :half])), g.constant("rope_sin", _np(sin[:, :half]))
     x, head = _embed(g, _np(model.embed_tokens.weight), quantized.weights.get(EMBEDDING), row_block(model.config))
     blocks = _store_blocks(g, model, quantized)
-    pending, residual = _run_blocks(g, config, blocks, x, lengths, rope)
+    pending, residual = _run_blocks(g, config, blocks, x, lengths, rope, _q_temperature(g, config, max_context))
     h = g.op("SkipSimplifiedLayerNormalization", [pending, residual, "norm"], domain=MS_DOMAIN,
              epsilon=float(config.norm_eps), outputs=1, name="final_norm")[0]
     _lm_head(g, config, h, head)
@@ -268,5 +296,6 @@ def build_graph(model: MobileLLM, quantized: QuantizedModel, max_context: int) -
     proto.ir_version = 10
     # What a runtime needs beyond the graph's shapes (read by runtimes/onnx_runtime.py).
     helper.set_model_props(proto, {"max_context": str(max_context), "bos_id": str(config.bos_id),
-                                   "eos_id": str(config.eos_id)})
+                                   "eos_id": str(config.eos_id),
+                                   "eos_ids": ",".join(str(i) for i in config.eos_ids)})
     return proto

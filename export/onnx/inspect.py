@@ -34,7 +34,8 @@ def inspect_storage(manifest: Manifest) -> StorageReport:
     # Followed through the Reshape in front of the quantized output projection.
     if "lm_head/Reshape" in readers:
         readers = [r for r in readers if r != "lm_head/Reshape"] + consumers.get("lm_head/Reshape/out0", [])
-    rope = sum(sizes[n] for n in ("rope_cos", "rope_sin"))
+    # Position tables and the qk norm's unit scales: constants, not weights.
+    rope = sum(sizes.get(n, 0) for n in ("rope_cos", "rope_sin", "q_temperature", "qk_norm_scale"))
     small = sum(v for k, v in sizes.items() if v <= 64 and not k.startswith("layers."))
     # Once: exactly the lookup and the output projection read the one initializer.
     return StorageReport(stored_bytes=sum(sizes.values()), non_weight_bytes=rope + small,

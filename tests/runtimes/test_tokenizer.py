@@ -34,7 +34,7 @@ def trained_tokenizer_dir(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("directory", ["trained", "embedded"])
 def test_byte_level_bpe_matches_executorch_cpp_tokenizer(cpp, trained_tokenizer_dir, directory):
     directory = trained_tokenizer_dir if directory == "trained" else embedded_dir()
-    ours = load_tokenizer(directory, bos_id=1, eos_id=2)
+    ours = load_tokenizer(directory, bos_id=1, eos_ids=(2,))
     assert isinstance(ours, HFTokenizer)
     runner = cpp.CppHFTokenizer()
     runner.load(str(directory))  # the directory, so it reads bos/eos from tokenizer_config.json
@@ -57,7 +57,7 @@ def test_sentencepiece_model_matches_executorch_cpp_tokenizer(cpp, tmp_path):
         sentence_iterator=iter(text.splitlines()), model_prefix=str(tmp_path / "tokenizer"), vocab_size=400,
         model_type="bpe", byte_fallback=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2,
     )
-    ours = load_tokenizer(tmp_path, bos_id=1, eos_id=2)
+    ours = load_tokenizer(tmp_path, bos_id=1, eos_ids=(2,))
     assert isinstance(ours, SentencePieceTokenizer) and ours.vocab_size == 400
     runner = cpp.CppSPTokenizer()
     runner.load(str(tmp_path / "tokenizer.model"))
@@ -71,16 +71,16 @@ def test_sentencepiece_model_matches_executorch_cpp_tokenizer(cpp, tmp_path):
 
 def test_missing_and_broken_tokenizers_are_refused(tmp_path):
     with pytest.raises(TokenizerError, match="has no tokenizer"):
-        load_tokenizer(tmp_path, bos_id=1, eos_id=2)
+        load_tokenizer(tmp_path, bos_id=1, eos_ids=(2,))
     (tmp_path / "tokenizer.json").write_text("{broken")
     with pytest.raises(TokenizerError, match="cannot read"):
-        load_tokenizer(tmp_path, bos_id=1, eos_id=2)
+        load_tokenizer(tmp_path, bos_id=1, eos_ids=(2,))
     (tmp_path / "tokenizer.json").unlink()
     (tmp_path / "tokenizer.model").write_bytes(b"\x00garbage")
     with pytest.raises(TokenizerError, match="cannot read"):
-        load_tokenizer(tmp_path, bos_id=1, eos_id=2)
+        load_tokenizer(tmp_path, bos_id=1, eos_ids=(2,))
 
 
 def test_special_ids_must_be_in_the_vocabulary(trained_tokenizer_dir):
     with pytest.raises(TokenizerError, match="eos_id 5000 is outside"):
-        load_tokenizer(trained_tokenizer_dir, bos_id=1, eos_id=5000)
+        load_tokenizer(trained_tokenizer_dir, bos_id=1, eos_ids=(5000,))
