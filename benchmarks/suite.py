@@ -1,5 +1,5 @@
-"""`make bench`: the synthetic-weight 125M and 125M-LS models (random weights with the published
-shapes; every report labels them so) exported for every backend and scheme of the suite, then
+"""`make bench`: the synthetic-weight 125M, 125M-LS and R1-140M models (random weights with the
+published shapes; every report labels them so) exported for every backend and scheme of the suite, then
 measured by the harness (`mobilellm-export bench`), each artifact in its own process.
 
     python -m mobilellm_export.benchmarks.suite [--work out/bench/suite] [--quick]
@@ -22,7 +22,8 @@ from mobilellm_export.runtimes.manifest import ArtifactError, read_manifest
 
 from .synthetic import write_synthetic_checkpoint
 
-PRESETS = ("125M", "125M-LS")
+# R1-140M next to 125M: a similar trunk, but a 128k vocabulary makes its shared matrix half the weights.
+PRESETS = ("125M", "125M-LS", "R1-140M")
 # (backend, scheme) of the suite: each backend's smallest scheme and ONNX's int8 too.
 SUITE = (("executorch", "int4"), ("onnx", "int4"), ("onnx", "int8"), ("coreml", "int4"))
 CONTEXT = 1024

@@ -144,8 +144,16 @@ def verify_artifact(directory: Path, *, model: str | None = None, eval_tokens: i
     ours, theirs = score(runtime, windows), score(ref_runtime, windows)
     agree = agreement(ours, theirs)
     report.figures.update(agreement=agree, positions=len(ours.nll), text=text)
-    report.add("top-1 agreement", agree >= tolerance.min_agreement,
-               f"{agree:.2%} of {len(ours.nll)} positions (needs >= {tolerance.min_agreement:.0%})")
+    if manifest.model.synthetic and manifest.narrowest_bits < 16:
+        # The quantized bounds come from trained weights. Random weights give near-uniform logits
+        # whose top-1 a 4-bit rounding reorders by chance (synthetic R1-140M int4: 40%), so here
+        # the figure is reported, not judged; float artifacts of random weights are still held
+        # to their bounds, which is what checks the arithmetic.
+        report.add("top-1 agreement", None, f"{agree:.2%} of {len(ours.nll)} positions (random weights: the "
+                   f">= {tolerance.min_agreement:.0%} bound is for trained weights)")
+    else:
+        report.add("top-1 agreement", agree >= tolerance.min_agreement,
+                   f"{agree:.2%} of {len(ours.nll)} positions (needs >= {tolerance.min_agreement:.0%})")
     if text == "held-out text":
         increase = ours.perplexity / theirs.perplexity - 1
         report.figures.update(perplexity=ours.perplexity, reference_perplexity=theirs.perplexity,

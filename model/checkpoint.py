@@ -324,7 +324,8 @@ def download(hub_id: str, *, config_only: bool = False, revision: str | None = N
     patterns = ["config.json"]
     if not config_only:
         patterns += ["*.safetensors", "model.safetensors.index.json", "pytorch_model*.bin",
-                     "pytorch_model.bin.index.json", "tokenizer.model", "tokenizer.json", "tokenizer_config.json"]
+                     "pytorch_model.bin.index.json", "tokenizer.model", "tokenizer.json", "tokenizer_config.json",
+                     "chat_template.jinja"]
     try:
         path = _with_stall_limit(lambda: snapshot_download(hub_id, revision=revision, allow_patterns=patterns), hub_id)
     except RepositoryNotFoundError:

@@ -214,3 +214,17 @@ def test_verify_finds_the_reference_from_any_directory(tmp_path, monkeypatch):
     save_checkpoint(random_model(small_config(max_seq_len=64, n_layers=2)), tmp_path / "other")
     report = verify_artifact(tmp_path / directory, model=str(tmp_path / "other"), eval_tokens=128)
     assert not report.passed and [c.name for c in report.checks if c.passed is False] == ["reference"]
+
+
+def test_verify_judges_quantized_agreement_only_on_trained_weights(tmp_path):
+    """On random weights top-1 agreement of an int4 artifact is reported, not judged (its bound is
+    for trained weights); the float artifact of the same random model is still held to its bound."""
+    save_checkpoint(random_model(small_config(max_seq_len=64)), tmp_path / "ckpt", synthetic=True)
+    reports = {}
+    for quant in ("fp32", "int4"):
+        directory = export(tmp_path / quant, "--model", str(tmp_path / "ckpt"), "--quant", quant, "--method", "rtn")
+        reports[quant] = {c.name: c for c in verify_artifact(directory, eval_tokens=256).checks}
+    assert reports["fp32"]["top-1 agreement"].passed is True
+    assert reports["int4"]["top-1 agreement"].passed is None
+    assert "bound is for trained weights" in reports["int4"]["top-1 agreement"].detail
+    assert reports["int4"]["stored bytes"].passed and reports["int4"]["embedding once"].passed

@@ -108,6 +108,29 @@ def test_executorch_int4_names_every_stop_token_for_the_runner_and_the_app(tmp_p
     program = Runtime.get().load_program(directory / "model.pte")
     assert list(program.load_method("get_eos_ids").execute([])) == [2, 3]  # what the C++ runner reads
     assert_stored_once_and_to_size(directory)
+    # The stock C++ runner (Android's LlmModule, the iOS demo) runs it like our adapter does.
+    from executorch.extension.llm.runner import GenerationConfig, TextLLMRunner
+
+    from mobilellm_export.runtimes.executorch_runtime import load_executorch_kernels
+
+    load_executorch_kernels()
+    opened = open_artifact(directory)
+    tok = opened.require_tokenizer()
+    # The runner hands each token's bytes to Python as str, which fails on a token that ends inside
+    # a UTF-8 character (random weights emit such byte tokens): compare on a prompt whose
+    # continuation has none.
+    for prompt in ("Return the number of", "The default value is", "This module provides", "If the", "A list of",
+                   "The file", "When", "Each", "An object", "See also"):
+        expected = generate(opened.runtime, tok.encode(prompt), max_new_tokens=20, eos_ids=tok.eos_ids).new_ids
+        if all("\ufffd" not in tok.decode([t]) for t in expected):
+            break
+    else:
+        pytest.fail("every continuation holds a partial UTF-8 token")
+    runner = TextLLMRunner(str(directory / "model.pte"), str(directory / "tokenizer.json"), str(directory / "model.ptd"))
+    pieces: list[str] = []
+    runner.generate(prompt, GenerationConfig(max_new_tokens=20, temperature=0.0, echo=False, num_bos=1),
+                    token_callback=pieces.append)
+    assert "".join(pieces).replace("</s>", "") == tok.decode(expected)
     assert main(["--quiet", "bundle", str(directory), "--app", "android", "--into", str(tmp_path / "app")]) == 0
     bundle = tmp_path / "app" / "model"
     assert json.loads((bundle / "bundle.json").read_text())["eos_ids"] == [2, 3]
