@@ -28,7 +28,7 @@ from mobilellm_export.jsonfile import read_json_object
 
 from . import llama4
 from .config import MobileLLMConfig
-from .hf_fields import plain_rope_theta, stop_ids, whole_number
+from .hf_fields import llama_family_fields, plain_rope_theta, stop_ids, whole_number
 from .modeling import MobileLLM
 
 SUPPORTED_ARCHITECTURES = ("MobileLLMForCausalLM", "LlamaForCausalLM", "Llama4ForCausalLM")
@@ -112,25 +112,11 @@ def config_to_hf(config: MobileLLMConfig) -> dict[str, Any]:
     return {
         "architectures": ["MobileLLMForCausalLM"],
         "model_type": "mobilellm",
-        "vocab_size": config.vocab_size,
-        "hidden_size": config.dim,
-        "intermediate_size": config.ffn_dim,
-        "num_hidden_layers": config.n_layers,
-        "num_attention_heads": config.n_heads,
-        "num_key_value_heads": config.n_kv_heads,
-        "head_dim": config.head_dim,
-        "hidden_act": "silu",
-        "max_position_embeddings": config.max_seq_len,
-        "rms_norm_eps": config.norm_eps,
-        "rope_theta": config.rope_theta,
-        "rope_scaling": None,
-        "attention_bias": False,
+        **llama_family_fields(config),
         "mlp_bias": False,
         "share_embedding": config.share_embedding,
         "layer_sharing": config.layer_sharing,
         "tie_word_embeddings": False,
-        "bos_token_id": config.bos_id,
-        "eos_token_id": list(config.eos_ids) if config.extra_eos_ids else config.eos_id,
         # Like the published LS checkpoints; our own model handles LS caching correctly.
         "use_cache": not config.layer_sharing,
     }

@@ -7,6 +7,8 @@ from typing import Any
 
 from mobilellm_export.errors import CheckpointError
 
+from .config import MobileLLMConfig
+
 
 def whole_number(data: dict[str, Any], key: str, default: int | None = None) -> int:
     """config.json's `key` as an int: a JSON integer (or a float that is one, like 576.0), never
@@ -37,3 +39,24 @@ def stop_ids(value: Any) -> tuple[int, ...]:
     if not ids or any(isinstance(i, bool) or not isinstance(i, int) for i in ids):
         raise CheckpointError(f"config.json: eos_token_id must be an integer or a list of them, got {value!r}")
     return tuple(ids)
+
+
+def llama_family_fields(config: MobileLLMConfig) -> dict[str, Any]:
+    """The config.json keys Llama, MobileLLM and Llama4-text spell alike."""
+    return {
+        "vocab_size": config.vocab_size,
+        "hidden_size": config.dim,
+        "intermediate_size": config.ffn_dim,
+        "num_hidden_layers": config.n_layers,
+        "num_attention_heads": config.n_heads,
+        "num_key_value_heads": config.n_kv_heads,
+        "head_dim": config.head_dim,
+        "hidden_act": "silu",
+        "max_position_embeddings": config.max_seq_len,
+        "rms_norm_eps": config.norm_eps,
+        "rope_theta": config.rope_theta,
+        "rope_scaling": None,
+        "attention_bias": False,
+        "bos_token_id": config.bos_id,
+        "eos_token_id": list(config.eos_ids) if config.extra_eos_ids else config.eos_id,
+    }

@@ -24,7 +24,7 @@ import torch
 from mobilellm_export.errors import CheckpointError
 
 from .config import MobileLLMConfig
-from .hf_fields import plain_rope_theta, stop_ids, whole_number
+from .hf_fields import llama_family_fields, plain_rope_theta, stop_ids, whole_number
 
 ARCHITECTURE = "Llama4ForCausalLM"
 MODEL_TYPE = "llama4_text"
@@ -94,23 +94,9 @@ def config_to_llama4(config: MobileLLMConfig) -> dict[str, Any]:
     return {
         "architectures": [ARCHITECTURE],
         "model_type": MODEL_TYPE,
-        "vocab_size": config.vocab_size,
-        "hidden_size": config.dim,
-        "intermediate_size": config.ffn_dim,
+        **llama_family_fields(config),
         "intermediate_size_mlp": config.ffn_dim,
-        "num_hidden_layers": config.n_layers,
-        "num_attention_heads": config.n_heads,
-        "num_key_value_heads": config.n_kv_heads,
-        "head_dim": config.head_dim,
-        "hidden_act": "silu",
-        "max_position_embeddings": config.max_seq_len,
-        "rms_norm_eps": config.norm_eps,
-        "rope_theta": config.rope_theta,
-        "rope_scaling": None,
-        "attention_bias": False,
         "tie_word_embeddings": config.share_embedding,
-        "bos_token_id": config.bos_id,
-        "eos_token_id": list(config.eos_ids) if config.extra_eos_ids else config.eos_id,
         "moe_layers": [],
         "num_local_experts": 0,
         "interleave_moe_layer_step": 0,
