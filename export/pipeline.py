@@ -19,7 +19,6 @@ from .contract import Backend, ExportRequest
 from .writer import write_artifact
 
 
-
 class Quantizer:
     """The quantization stage for one loaded model: codes computed once per scheme and method,
     whichever backends serialize them."""

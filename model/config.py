@@ -57,7 +57,7 @@ class MobileLLMConfig:
         # Tuples whatever the caller passed (JSON gives lists), so configs compare and hash.
         for name in ("extra_eos_ids", "nope_layers", "chunked_layers"):
             value = getattr(self, name)
-            if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            if not isinstance(value, (list, tuple)) or any(isinstance(v, bool) or not isinstance(v, int) for v in value):
                 raise ConfigError(f"config field {name} must be a list of integers, got {value!r}")
             object.__setattr__(self, name, tuple(value))
         self._validate()

@@ -148,9 +148,8 @@ class ExecuTorchDecoder(nn.Module):
         self.register_buffer("rope_sin", model.rope_sin[:max_context, None, :].clone(), persistent=False)
         self.register_buffer("rotate", rotate_half_matrix(config.head_dim), persistent=False)
         # NoPE blocks' query temperature per position, [positions, 1, 1] (None: not tuned).
-        temperature = model.q_temperature
-        self.register_buffer("q_temperature", None if temperature is None else temperature[:max_context, None, None].clone(),
-                             persistent=False)
+        temperature = None if model.q_temperature is None else model.q_temperature[:max_context, None, None].clone()
+        self.register_buffer("q_temperature", temperature, persistent=False)
 
     def forward(self, tokens: Tensor, input_pos: Tensor) -> Tensor:
         n = tokens.shape[1]
