@@ -112,3 +112,18 @@ def test_adb_target_without_a_device_is_one_clear_error(small_artifacts, tmp_pat
     assert main(["--quiet", "bench", str(directory), "--target", "adb"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no Android device" in err[0]
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_the_read_probe_reads_every_byte_once(threads):
+    """The probe's figure is the buffer's size over the time of one threaded sum: the sum must
+    cover the buffer exactly once, whatever the thread count (odd lengths included)."""
+    import numpy as np
+
+    from mobilellm_export.benchmarks.harness.run import bandwidth_probe, threaded_sum
+
+    buffer = np.ones(1_000_003)
+    assert threaded_sum(buffer, threads) == buffer.size
+    probe = bandwidth_probe(threads, megabytes=8, repeats=1)
+    assert probe["probe_bytes"] == 8 << 20 and f"{threads} threads" in probe["method"]
+    assert probe["bytes_per_s"] > 0 and probe["copy_bytes_per_s"] > 0
