@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from mobilellm_export.errors import ConfigError
 
@@ -17,7 +17,7 @@ from mobilellm_export.errors import ConfigError
 # whose rotary pairs are adjacent (MobileLLM-R1). The model computes in one form; loading and
 # saving translate (see checkpoint.py).
 CheckpointLayout = Literal["llama", "llama4_text"]
-LAYOUTS: tuple[str, ...] = ("llama", "llama4_text")
+LAYOUTS: tuple[str, ...] = get_args(CheckpointLayout)
 
 
 @dataclass(frozen=True)

@@ -274,15 +274,13 @@ class MobileLLM(nn.Module):
     def hidden_states(self, tokens: Tensor, input_pos: Tensor | None = None) -> Tensor:
         config = self.config
         steps = torch.arange(tokens.shape[1], device=tokens.device)
-        if input_pos is None:
-            positions = keys = steps
-        else:
-            positions = input_pos.reshape(1)[0] + steps
-            keys = torch.arange(self.max_context, device=tokens.device)  # cached and current keys
-        masks = self.block_masks(positions, keys)
-        if input_pos is None:
+        if input_pos is None:  # no cache: the tokens attend to each other
+            positions = steps
+            masks = self.block_masks(positions, steps)
             attends: list[Attend] = [partial(sdpa_gqa, mask=masks[b]) for b in config.execution_order]
-        else:
+        else:  # cached and current keys, each executed block in its own cache slot
+            positions = input_pos.reshape(1)[0] + steps
+            masks = self.block_masks(positions, torch.arange(self.max_context, device=tokens.device))
             attends = [partial(cache.attend, positions=positions, mask=masks[b])
                        for cache, b in zip(self.caches, config.execution_order)]
         x = self.embed_tokens(tokens)

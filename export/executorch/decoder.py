@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mobilellm_export.errors import UnsupportedError
-from mobilellm_export.model.modeling import MobileLLM, Positions, QKNorm, RMSNorm, run_blocks
+from mobilellm_export.model.modeling import MobileLLM, Positions, RMSNorm, run_blocks
 from mobilellm_export.quant.schemes import QuantScheme, WeightFormat
 from mobilellm_export.quant.codes import QuantizedWeight
 from mobilellm_export.quant.stage import QuantizedModel, linear_names
@@ -90,29 +90,22 @@ def pack_int4_like_xnnpack(qdata: Tensor) -> Tensor:
 # partition instead of five (fewer delegate calls per token, no portable-kernel hops).
 
 class LinearRMSNorm(nn.Module):
-    """RMSNorm whose mean of squares is a linear layer with weights 1/dim (same weight Parameter)."""
+    """An RMS norm whose mean of squares is a linear layer with weights 1/dim: the model's RMSNorm
+    (same weight Parameter) or, without a weight, the qk norm over the head dimension."""
 
-    def __init__(self, norm: RMSNorm) -> None:
+    def __init__(self, eps: float, dim: int, weight: nn.Parameter | None = None) -> None:
         super().__init__()
-        self.weight = norm.weight
-        self.eps = norm.eps
-        dim = norm.weight.shape[0]
+        self.weight = weight
+        self.eps = eps
         self.register_buffer("averager", torch.full((1, dim), 1.0 / dim), persistent=False)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return x * torch.rsqrt(F.linear(x * x, self.averager) + self.eps) * self.weight
-
-
-class LinearQKNorm(nn.Module):
-    """The parameter-free qk norm over the head dimension, its mean of squares a linear layer."""
-
-    def __init__(self, norm: QKNorm, head_dim: int) -> None:
-        super().__init__()
-        self.eps = norm.eps
-        self.register_buffer("averager", torch.full((1, head_dim), 1.0 / head_dim), persistent=False)
+    @classmethod
+    def replacing(cls, norm: RMSNorm) -> "LinearRMSNorm":
+        return cls(norm.eps, norm.weight.shape[0], norm.weight)
 
     def forward(self, x: Tensor) -> Tensor:
-        return x * torch.rsqrt(F.linear(x * x, self.averager) + self.eps)
+        normed = x * torch.rsqrt(F.linear(x * x, self.averager) + self.eps)
+        return normed if self.weight is None else normed * self.weight
 
 
 def rotate_half_matrix(head_dim: int) -> Tensor:
@@ -132,12 +125,12 @@ class ExecuTorchDecoder(nn.Module):
         self.order = config.execution_order
         self.max_context = max_context
         for layer in model.layers:
-            layer.input_layernorm = LinearRMSNorm(layer.input_layernorm)
-            layer.post_attention_layernorm = LinearRMSNorm(layer.post_attention_layernorm)
+            layer.input_layernorm = LinearRMSNorm.replacing(layer.input_layernorm)
+            layer.post_attention_layernorm = LinearRMSNorm.replacing(layer.post_attention_layernorm)
             if layer.self_attn.qk_norm is not None:
-                layer.self_attn.qk_norm = LinearQKNorm(layer.self_attn.qk_norm, config.head_dim)
+                layer.self_attn.qk_norm = LinearRMSNorm(layer.self_attn.qk_norm.eps, config.head_dim)
         self.layers = model.layers
-        self.norm = LinearRMSNorm(model.norm)
+        self.norm = LinearRMSNorm.replacing(model.norm)
         self.lookup = lookup
         self.lm_head = lm_head
         self.caches = nn.ModuleList(

@@ -296,6 +296,5 @@ def build_graph(model: MobileLLM, quantized: QuantizedModel, max_context: int) -
     proto.ir_version = 10
     # What a runtime needs beyond the graph's shapes (read by runtimes/onnx_runtime.py).
     helper.set_model_props(proto, {"max_context": str(max_context), "bos_id": str(config.bos_id),
-                                   "eos_id": str(config.eos_id),
-                                   "eos_ids": ",".join(str(i) for i in config.eos_ids)})
+                                   "eos_id": str(config.eos_id)})
     return proto
