@@ -16,7 +16,7 @@ from mobilellm_export.errors import UnsupportedError
 from mobilellm_export.jsonfile import read_json_object
 
 VERSIONS = {
-    "bench": 1,  # `mobilellm-export bench --json` (benchmarks/harness)
+    "bench": 2,  # `mobilellm-export bench --json` (benchmarks/harness); 2: stock runner figures as `speed`
     "executorch-peer": 1,  # benchmarks/peers/executorch.py
     "onnx-peer": 1,  # benchmarks/peers/onnx.py
     "llamacpp-peer": 1,  # benchmarks/peers/llamacpp.py

@@ -8,11 +8,17 @@ returns the logits of the last token.
 `RuntimeAdapter` is the one piece of backend-specific code that running an artifact needs: how
 to open the files a backend wrote. Adapters import their runtime library only when asked to
 open or preload, so a host that runs ONNX artifacts never imports ExecuTorch or coremltools.
+
+`StockRunner` is the generation loop a backend's own users run (ExecuTorch's C++ LLM runner, which
+Android's LlmModule and the iOS runner wrap; onnxruntime-genai), timed by itself where it reports
+its own statistics. Benchmarks measure artifacts through it, since that is what phones run; the
+`DecoderRuntime` loop above is this package's Python view of the same program.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
@@ -55,10 +61,41 @@ def span_end(start_pos: int, count: int, *, cached: int, max_context: int) -> in
     return end
 
 
+@dataclass(frozen=True)
+class StockRun:
+    """One greedy generation in a stock runner: the prompt, then the first token, then
+    `generated_tokens` decode steps (the runner's own count, which excludes the first token)."""
+
+    prompt_tokens: int
+    generated_tokens: int
+    prefill_s: float  # prompt in, logits of its last token out
+    ttft_s: float  # prompt in, first new token sampled
+    decode_s: float  # the decode steps after the first token
+
+    @property
+    def prefill_tokens_per_s(self) -> float | None:
+        return self.prompt_tokens / self.prefill_s if self.prefill_s > 0 else None
+
+    @property
+    def decode_tokens_per_s(self) -> float | None:
+        return self.generated_tokens / self.decode_s if self.decode_s > 0 and self.generated_tokens else None
+
+
+class StockRunner(ABC):
+    name: str  # e.g. "executorch TextLLMRunner (C++)", shown in reports
+    timer: str  # whose clock the figures come from, e.g. "the runner's own statistics (ms)"
+
+    @abstractmethod
+    def generate(self, prompt: str, new_tokens: int) -> StockRun:
+        """Greedy generation of up to `new_tokens` tokens after `prompt` (text, tokenized by the
+        runner as its users' apps do), from an empty cache."""
+
+
 class RuntimeAdapter(ABC):
     backend: ClassVar[str]  # the manifest's "backend" value this adapter runs
     apps: ClassVar[tuple[str, ...]] = ()  # sample apps (bundle --app) whose runtime loads these artifacts
     device_runner: ClassVar[bool] = False  # bench --target adb runs them with ExecuTorch's runner binary
+    stock_runner: ClassVar[str | None] = None  # the runner the backend's users run, if this package drives it
 
     def unavailable(self) -> str | None:
         """Why these artifacts cannot run on this machine (Core ML off macOS), or None."""
@@ -71,3 +108,7 @@ class RuntimeAdapter(ABC):
     @abstractmethod
     def open(self, manifest: Manifest, *, threads: int | None = None) -> DecoderRuntime:
         """A runtime over the artifact (threads: the runtime's CPU threads, None for its default)."""
+
+    def open_stock(self, manifest: Manifest, *, threads: int | None = None) -> StockRunner:
+        """The artifact in its backend's stock runner (adapters with `stock_runner` set)."""
+        raise UnsupportedError(f"{manifest.backend} artifacts have no stock runner this package drives")

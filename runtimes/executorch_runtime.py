@@ -18,6 +18,7 @@ from mobilellm_export.errors import MissingDependencyError
 from .base import DecoderRuntime, RuntimeAdapter
 
 if TYPE_CHECKING:
+    from .base import StockRunner
     from .manifest import Manifest
 
 
@@ -67,6 +68,7 @@ class ExecuTorchAdapter(RuntimeAdapter):
     backend = "executorch"
     apps = ("android", "ios")
     device_runner = True
+    stock_runner = "ExecuTorch's C++ LLM runner (TextLLMRunner)"
 
     def preload(self) -> None:
         load_executorch_kernels()
@@ -76,3 +78,8 @@ class ExecuTorchAdapter(RuntimeAdapter):
 
     def open(self, manifest: Manifest, *, threads: int | None = None) -> ExecuTorchRuntime:
         return ExecuTorchRuntime(manifest.path("program"), manifest.optional_path("data"), threads=threads)
+
+    def open_stock(self, manifest: Manifest, *, threads: int | None = None) -> StockRunner:
+        from .executorch_runner import ExecuTorchStockRunner
+
+        return ExecuTorchStockRunner(manifest, threads=threads)

@@ -21,6 +21,7 @@ from mobilellm_export.errors import MissingDependencyError
 from .base import DecoderRuntime, RuntimeAdapter, span_end
 
 if TYPE_CHECKING:
+    from .base import StockRunner
     from .manifest import Manifest
 
 
@@ -88,9 +89,15 @@ def _max_context(session) -> int:
 
 class OnnxAdapter(RuntimeAdapter):
     backend = "onnx"
+    stock_runner = "onnxruntime-genai"
 
     def preload(self) -> None:
         _import_onnxruntime()
 
     def open(self, manifest: Manifest, *, threads: int | None = None) -> OnnxRuntime:
         return OnnxRuntime(manifest.path("model"), threads=threads)
+
+    def open_stock(self, manifest: Manifest, *, threads: int | None = None) -> StockRunner:
+        from .onnx_genai_runner import GenaiStockRunner
+
+        return GenaiStockRunner(manifest, threads=threads)

@@ -1,13 +1,17 @@
-"""One artifact, measured in its own process (run by run.py; prints one JSON line).
+"""One artifact, measured in its own process (run by run.py; prints one `BENCH-RESULT {json}` line,
+marked because a stock runner prints the text it generates on the same stdout).
 
     python -m mobilellm_export.benchmarks.harness.child ARTIFACT_DIR --threads 2 --prompt-lengths 32,128
-        --new-tokens 64 --repeats 5 [--quality --eval-tokens 1024]
+        --new-tokens 64 --repeats 5 [--stock | --quality --eval-tokens 1024]
 
 Speed mode: load time, resident memory after load, then per prompt length a warm-up and
 `repeats` runs of prefill + greedy decode (time to first token, prefill tokens/s, decode
-tokens/s), resident memory after generation and the process's peak. Quality mode (a separate
-process, so the reference model never counts in the memory figures): perplexity on the embedded
-model's held-out text and top-1 agreement with the fp32 eager reference.
+tokens/s), resident memory after generation and the process's peak. By default through this
+package's Python adapter (token ids in, logits out, timed here); with `--stock` through the
+backend's stock runner (ExecuTorch's C++ runner, onnxruntime-genai), which takes a text prompt
+that the artifact's tokenizer makes `length` tokens long, and times itself where it can. Quality
+mode (a separate process, so the reference model never counts in the memory figures): perplexity
+on the embedded model's held-out text and top-1 agreement with the fp32 eager reference.
 """
 
 from __future__ import annotations
@@ -19,6 +23,11 @@ import resource
 import time
 from pathlib import Path
 from typing import Any
+
+RESULT = "BENCH-RESULT "
+# A counting prompt: models continue it rather than stop, so stock runners (which stop at an end
+# of sequence token) run the decode steps asked for.
+COUNT_WORDS = "one two three four five six seven eight nine ten eleven twelve".split()
 
 
 def rss_bytes() -> int:
@@ -65,6 +74,54 @@ def measure_speed(directory: Path, prompt_lengths: list[int], new_tokens: int, r
     }
 
 
+def prompt_text(tokenizer: Any, length: int) -> str:
+    """Text that the tokenizer makes `length` tokens with the BOS a runner adds (re-tokenizing cut
+    text can differ by a token; the runner reports what it ran)."""
+    words: list[str] = []
+    while len(tokenizer.encode(" ".join(words), bos=False)) < length - 1:
+        words.extend(f"{w}," for w in COUNT_WORDS)
+    return tokenizer.decode(tokenizer.encode(" ".join(words), bos=False)[: length - 1])
+
+
+def measure_stock(directory: Path, prompt_lengths: list[int], new_tokens: int, repeats: int,
+                  threads: int | None) -> dict[str, Any]:
+    """The same figures as measure_speed, through the backend's stock runner."""
+    from mobilellm_export.runtimes.manifest import read_manifest
+    from mobilellm_export.runtimes.registry import adapter_for, artifact_tokenizer
+    from mobilellm_export.runtimes.timing import alternating_rounds, summary
+
+    manifest = read_manifest(directory)
+    tokenizer = artifact_tokenizer(manifest)
+    if tokenizer is None:
+        raise SystemExit(f"{directory} has no tokenizer: stock runners take text")
+    adapter = adapter_for(manifest)
+    adapter.preload()
+    before = rss_bytes()
+    start = time.perf_counter()
+    runner = adapter.open_stock(manifest, threads=threads)
+    load_s = time.perf_counter() - start
+    after_load = rss_bytes()
+    per_length: dict[str, Any] = {}
+    for length in prompt_lengths:
+        prompt = prompt_text(tokenizer, length)
+        runs = alternating_rounds({"run": lambda: runner.generate(prompt, new_tokens)}, repeats)["run"]
+        decode = [r.decode_tokens_per_s for r in runs if r.decode_tokens_per_s is not None]
+        per_length[str(length)] = {
+            "ttft_s": summary([r.ttft_s for r in runs]),
+            "prefill_tokens_per_s": summary([r.prefill_tokens_per_s for r in runs if r.prefill_tokens_per_s]),
+            **({"decode_tokens_per_s": summary(decode)} if decode else {}),
+            "prompt_tokens": runs[-1].prompt_tokens,
+            # Fewer than new_tokens - 1 when the runner met an end of sequence token.
+            "generated_tokens": min(r.generated_tokens for r in runs),
+        }
+    return {
+        "runtime": runner.name, "timer": runner.timer, "load_s": load_s,
+        "rss_after_load_bytes": after_load - before, "rss_after_generation_bytes": rss_bytes() - before,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "prompt_lengths": per_length,
+    }
+
+
 def measure_quality(directory: Path, eval_tokens: int) -> dict[str, Any]:
     from mobilellm_export.verify import verify_artifact
 
@@ -86,6 +143,7 @@ def main() -> None:
     parser.add_argument("--prompt-lengths", default="32,128")
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--stock", action="store_true", help="through the backend's stock runner")
     parser.add_argument("--quality", action="store_true")
     parser.add_argument("--eval-tokens", type=int, default=1024)
     args = parser.parse_args()
@@ -97,12 +155,14 @@ def main() -> None:
     quiet_third_party()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    lengths = [int(x) for x in args.prompt_lengths.split(",") if x]
     if args.quality:
         result = measure_quality(args.artifact, args.eval_tokens)
+    elif args.stock:
+        result = measure_stock(args.artifact, lengths, args.new_tokens, args.repeats, args.threads)
     else:
-        lengths = [int(x) for x in args.prompt_lengths.split(",") if x]
         result = measure_speed(args.artifact, lengths, args.new_tokens, args.repeats, args.threads)
-    print(json.dumps(result))
+    print("\n" + RESULT + json.dumps(result), flush=True)  # on a line of its own
 
 
 if __name__ == "__main__":

@@ -9,8 +9,13 @@ from mobilellm_export.table import format_table
 
 from .compare import artifact_key
 
-HEADERS = ["artifact", "backend", "scheme", "size MB", "load s", "TTFT ms", "prefill tok/s", "decode tok/s",
-           "RSS after load MB", "RSS after gen MB", "perplexity", "agreement", "% of bandwidth"]
+# The speed columns come from the stock runner where the backend has one (the runner column says
+# which); "adapter decode" is the same artifact through this package's Python adapter.
+HEADERS = ["artifact", "backend", "scheme", "size MB", "runner", "load s", "TTFT ms", "prefill tok/s",
+           "decode tok/s", "adapter decode tok/s", "RSS after load MB", "RSS after gen MB", "perplexity",
+           "agreement", "% of bandwidth"]
+SIZE, DECODE, RSS_LOAD, RSS_GEN = (HEADERS.index(h) for h in ("size MB", "decode tok/s", "RSS after load MB",
+                                                               "RSS after gen MB"))
 
 
 def _median(speed: dict[str, Any], length: str, key: str) -> float | None:
@@ -25,9 +30,11 @@ def rows(results: dict[str, Any]) -> list[list[object]]:
         ttft = _median(speed, length, "ttft_s")
         rss = speed.get("rss_after_load_bytes")
         gen = speed.get("rss_after_generation_bytes")
-        out.append([artifact_key(a["artifact"]), a["backend"], a["scheme"], a["size_bytes"] / 1e6, speed.get("load_s"),
-                    ttft * 1000 if ttft is not None else None, _median(speed, length, "prefill_tokens_per_s"),
-                    _median(speed, length, "decode_tokens_per_s"), rss / 1e6 if rss is not None else None,
+        out.append([artifact_key(a["artifact"]), a["backend"], a["scheme"], a["size_bytes"] / 1e6,
+                    speed.get("runtime"), speed.get("load_s"), ttft * 1000 if ttft is not None else None,
+                    _median(speed, length, "prefill_tokens_per_s"), _median(speed, length, "decode_tokens_per_s"),
+                    _median(a.get("adapter_speed", {}), length, "decode_tokens_per_s"),
+                    rss / 1e6 if rss is not None else None,
                     gen / 1e6 if gen is not None else None, quality.get("perplexity"), quality.get("agreement"),
                     100 * limit["fraction"] if "fraction" in limit else None])
     return out
@@ -47,6 +54,13 @@ def markdown(results: dict[str, Any]) -> str:
     for a in results["artifacts"]:
         if "skipped" in a:
             lines.append(f"- {artifact_key(a['artifact'])}: not measured: {a['skipped']}")
+            continue
+        if "stock_skipped" in a:
+            lines.append(f"- {artifact_key(a['artifact'])}: measured through the Python adapter only: {a['stock_skipped']}")
+        at = a.get("speed", {}).get("prompt_lengths", {}).get(str(s["prompt_lengths"][0]), {})
+        if at.get("generated_tokens", s["new_tokens"] - 1) < s["new_tokens"] - 1:
+            lines.append(f"- {artifact_key(a['artifact'])}: the runner met an end of sequence token after "
+                         f"{at['generated_tokens']} decode steps (of {s['new_tokens'] - 1})")
         elif a.get("quality", {}).get("note"):
             lines.append(f"- {artifact_key(a['artifact'])}: {a['quality']['note']}")
     return "\n".join(lines) + "\n"
@@ -59,12 +73,12 @@ def plots(results: dict[str, Any], directory: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     directory.mkdir(parents=True, exist_ok=True)
-    measured = [r for r in rows(results) if r[7] is not None]
+    measured = [r for r in rows(results) if r[DECODE] is not None]
     written = []
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in measured:
-        ax.scatter(r[3], r[7], s=40)
-        ax.annotate(r[0], (r[3], r[7]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+        ax.scatter(r[SIZE], r[DECODE], s=40)
+        ax.annotate(r[0], (r[SIZE], r[DECODE]), fontsize=7, xytext=(4, 4), textcoords="offset points")
     ax.set_xlabel("artifact size (MB)")
     ax.set_ylabel("decode tokens/s")
     ax.set_title("decode speed vs size")
@@ -76,8 +90,8 @@ def plots(results: dict[str, Any], directory: Path) -> list[Path]:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     names = [r[0] for r in measured]
-    ax.barh(names, [r[8] or 0 for r in measured], label="after load")
-    ax.barh(names, [(r[9] or 0) - (r[8] or 0) for r in measured], left=[r[8] or 0 for r in measured],
+    ax.barh(names, [r[RSS_LOAD] or 0 for r in measured], label="after load")
+    ax.barh(names, [(r[RSS_GEN] or 0) - (r[RSS_LOAD] or 0) for r in measured], left=[r[RSS_LOAD] or 0 for r in measured],
             label="added by generation")
     ax.set_xlabel("resident memory (MB)")
     ax.set_title("memory per artifact")

@@ -2,7 +2,10 @@
 
 Every artifact is measured in child processes of its own (child.py on the host;
 ExecuTorch's runner binary on an adb device), so figures never mix: one process for speed and
-memory, another for quality. The run also measures the machine's memory read bandwidth with a
+memory, another for quality. Speed is measured where phones and users measure it: through the
+backend's stock runner when it has one (ExecuTorch's C++ LLM runner, onnxruntime-genai), with this
+package's Python adapter as a second figure (`adapter_speed`); backends without a stock runner
+this package drives (Core AI) are measured through the adapter only. The run also measures the machine's memory read bandwidth with a
 short probe (threads summing a buffer far larger than the caches) and sets each artifact's decode
 speed against it: bytes read per decoded token (weights + the KV cache read at the mean
 position) x tokens/s, as a fraction of what the memory system read in the probe.
@@ -28,6 +31,7 @@ from mobilellm_export.runtimes.timing import alternating_rounds
 from mobilellm_export.versions import library_versions
 
 from .. import results as result_files
+from .child import RESULT
 
 KIND = "bench"
 
@@ -124,7 +128,7 @@ def run_child(args: list[str], log: Path) -> dict[str, Any]:
                           capture_output=True, text=True)
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text(proc.stdout + proc.stderr)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    lines = [line[line.find(RESULT) + len(RESULT):] for line in proc.stdout.splitlines() if RESULT in line]
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise BenchError(f"measuring {args[0]} failed: {tail} (log: {log})")
@@ -138,7 +142,8 @@ def bench_artifact(directory: Path, options: BenchOptions, logs: Path, bandwidth
         "quantization": manifest.quantization, "model": manifest.model.label,
         "synthetic_weights": manifest.model.synthetic, "size_bytes": manifest.total_bytes,
     }
-    unavailable = adapter_for(manifest).unavailable()
+    adapter = adapter_for(manifest)
+    unavailable = adapter.unavailable()
     if unavailable:
         entry["skipped"] = unavailable
         return entry
@@ -148,10 +153,18 @@ def bench_artifact(directory: Path, options: BenchOptions, logs: Path, bandwidth
 
         entry["speed"] = bench_on_device(directory, manifest, options, logs / f"{name}-adb.log")
     else:
-        entry["speed"] = run_child([str(directory), "--threads", str(options.threads),
-                                    "--prompt-lengths", ",".join(map(str, options.prompt_lengths)),
-                                    "--new-tokens", str(options.new_tokens), "--repeats", str(options.repeats)],
-                                   logs / f"{name}-speed.log")
+        speed_args = [str(directory), "--threads", str(options.threads),
+                      "--prompt-lengths", ",".join(map(str, options.prompt_lengths)),
+                      "--new-tokens", str(options.new_tokens), "--repeats", str(options.repeats)]
+        adapter_speed = run_child(speed_args, logs / f"{name}-speed.log")
+        if adapter.stock_runner is None:
+            entry["speed"] = adapter_speed
+        elif manifest.runtime.tokenizer is None:
+            entry["speed"] = adapter_speed
+            entry["stock_skipped"] = f"{adapter.stock_runner} takes text and the artifact has no tokenizer"
+        else:
+            entry["speed"] = run_child([*speed_args, "--stock"], logs / f"{name}-stock.log")
+            entry["adapter_speed"] = adapter_speed
     if options.quality and manifest.model.synthetic:
         entry["quality"] = {"note": "synthetic weights: perplexity and agreement are not meaningful and were not measured"}
     elif options.quality:

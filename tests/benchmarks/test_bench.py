@@ -74,17 +74,41 @@ def test_runner_statistics_parse_the_real_cpp_runner_output(small_artifacts):
     assert record["ttft_s"] >= 0 and record["load_s"] >= 0
 
 
+@pytest.mark.parametrize("which", [0, 1])
+def test_stock_runners_run_prompts_of_the_asked_length(small_artifacts, which):
+    """ExecuTorch's C++ runner and onnxruntime-genai take text; the prompt the harness writes is
+    the asked number of tokens in each (their own tokenizers and BOS handling), and the runner's
+    own counts come back."""
+    from mobilellm_export.benchmarks.harness.child import prompt_text
+    from mobilellm_export.runtimes.manifest import read_manifest
+    from mobilellm_export.runtimes.registry import adapter_for, artifact_tokenizer
+
+    manifest = read_manifest(small_artifacts[which])
+    adapter = adapter_for(manifest)
+    assert adapter.stock_runner
+    runner = adapter.open_stock(manifest, threads=1)
+    for length in (8, 21):
+        run = runner.generate(prompt_text(artifact_tokenizer(manifest), length), 12)
+        assert run.prompt_tokens == length
+        assert 0 < run.generated_tokens <= 11 and 0 <= run.prefill_s <= run.ttft_s
+
+
 def test_bench_end_to_end_and_regression_gate(small_artifacts, tmp_path, capsys):
     onnx_dir = small_artifacts[1]
     out = tmp_path / "r.json"
     assert main(["--quiet", "bench", str(onnx_dir), "--repeats", "1", "--prompt-lengths", "8,16", "--new-tokens", "4",
                  "--json", str(out), "--report", str(tmp_path / "r.md"), "--plots", str(tmp_path / "plots")]) == 0
     data = json.loads(out.read_text())
-    assert data["schema_version"] == 1 and data["machine"]["logical_cores"] >= 1
+    assert data["schema_version"] == 2 and data["machine"]["logical_cores"] >= 1
     (entry,) = data["artifacts"]
     speed = entry["speed"]
+    # Through the stock runner (onnxruntime-genai), the Python adapter's figures next to it.
+    assert speed["runtime"].startswith("onnxruntime-genai") and entry["adapter_speed"]["runtime"] == "onnxruntime-cpu"
     assert set(speed["prompt_lengths"]) == {"8", "16"}
+    assert speed["prompt_lengths"]["16"]["prompt_tokens"] == 16
+    assert speed["prompt_lengths"]["8"]["generated_tokens"] == 3  # the first token comes from the prefill
     assert speed["prompt_lengths"]["8"]["decode_tokens_per_s"]["median"] > 0
+    assert entry["adapter_speed"]["prompt_lengths"]["8"]["decode_tokens_per_s"]["median"] > 0
     assert 0 < entry["physical_limit"]["fraction"] < 1
     # Quality from the same run: this fp32 artifact agrees with its fp32 eager reference everywhere.
     assert entry["quality"]["agreement"] == 1.0
