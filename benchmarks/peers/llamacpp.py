@@ -1,15 +1,24 @@
-"""llama.cpp as a peer: the same synthetic-weight 125M (non-LS) written as GGUF with the `gguf`
-package (Q4_0 and Q8_0, tied embedding: no output.weight, so llama.cpp's output reads
-token_embd), run with llama-cpp-python built on this machine, against our best artifacts in the
-same script.
+"""llama.cpp as a peer, measured the way its users run it, next to ours measured the way phones run
+ours, in one script: `make bench-peers`.
 
     python -m mobilellm_export.benchmarks.peers.llamacpp [--work out/bench/llamacpp-peer]
-        [--ours out/bench/suite/125M/executorch-int4 ...]
+        [--models smollm2-135m 125M] [--rounds 3] [--fallback-avx2]
 
-Decode speed: a 32-token prompt then 64 greedy tokens, 2 threads, rounds alternating between
-all models in one process (llama.cpp through its Python binding, ours through this package's
-runtime adapters), median of the rounds. The bandwidth probe of the harness gives the physical
-limit for each.
+- llama.cpp: built natively from the source the pinned llama-cpp-python vendors (llamacpp_native.py:
+  why the build is keyed by the host's instruction set); the same weights written as an F32 GGUF
+  (tied embedding: no output.weight, llama.cpp's output reads token_embd) and quantized by its own
+  `llama-quantize` to Q4_0 and Q8_0; speed from `llama-bench`, quality from `llama-perplexity`
+  (perplexity ratio, KL divergence and same-top-token rate against the F32 model).
+- ours: ExecuTorch int4 and ONNX int4 artifacts of the same checkpoint (exported here with the
+  default method, GPTQ, when missing), speed through the stock runners (`bench`'s child with
+  --stock: ExecuTorch's C++ runner, onnxruntime-genai) with the Python adapter's figure next to
+  it, quality from `verify` (perplexity against the float reference, top-1 agreement).
+- Rounds alternate between all systems (each a process of its own), so drift of a shared machine
+  hits all of them alike; figures are medians over the rounds. The read-bandwidth probe of the
+  harness gives each system's decode as a fraction of the physical limit (weights read per token).
+
+Models: SmolLM2-135M (real weights, fetched through pip, never committed) and the synthetic-weight
+125M of `make bench` (out/bench/suite; its artifacts are reused from there).
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,15 +34,19 @@ from typing import Any
 import numpy as np
 
 from mobilellm_export.export.plan import artifact_folder
-from mobilellm_export.model.sources import load_model
+from mobilellm_export.model.corpus import read_jsonl
+from mobilellm_export.model.sources import embedded_dir, load_model
 from mobilellm_export.runtimes.base import DecoderRuntime
-from mobilellm_export.runtimes.timing import alternating_rounds, synthetic_prompt, time_decode
+from mobilellm_export.runtimes.manifest import ArtifactError, read_manifest
 from mobilellm_export.table import format_table
 
 from .. import results as result_files
-from ..harness.run import bandwidth_probe
+from ..harness.run import bandwidth_probe, machine, run_child
+from ..realweights import ensure_smollm2
+from ..suite import ensure_artifact, ensure_checkpoint, ensure_together
+from .llamacpp_native import NativeTools, bench, ensure_build, perplexity, quantize
 
-PROMPT, NEW = 32, 64
+NEW = 64
 
 
 def _permute_rope(weight: np.ndarray, n_heads: int) -> np.ndarray:
@@ -170,57 +184,172 @@ class LlamaCppRuntime(DecoderRuntime):
         return torch.from_numpy(np.array(self.llm.scores[:len(tokens)], dtype=np.float32))
 
 
+MODELS = ("smollm2-135m", "125M")
+LENGTHS = (32, 128)
+OURS = (("executorch", "int4"), ("onnx", "int4"))
+TARGETS = {"decode": 1.25, "prefill": 1.0, "bandwidth": 0.85}
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def measure_model(key: str, checkpoint: Path, ours: list[Path], tools: NativeTools, args: argparse.Namespace,
+                  bandwidth: float) -> dict[str, Any]:
+    work = args.work / key
+    work.mkdir(parents=True, exist_ok=True)
+    f32 = work / "model-F32.gguf"
+    if not f32.is_file():
+        print(f"writing {f32}", flush=True)
+        write_gguf(checkpoint, f32, "F32", 2048)
+    ggufs = {f"llama.cpp {q}": quantize(tools, f32, work / f"model-{q}.gguf", q, args.threads) for q in ("Q4_0", "Q8_0")}
+    speed_args = ["--threads", str(args.threads), "--prompt-lengths", ",".join(map(str, LENGTHS)),
+                  "--new-tokens", str(NEW), "--repeats", "5"]
+    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in [*ggufs, *(str(d) for d in ours)]}
+    adapter: dict[str, list[dict[str, Any]]] = {str(d): [] for d in ours}
+    for r in range(args.rounds):
+        print(f"{key}: round {r + 1} of {args.rounds}", flush=True)
+        for name, gguf in ggufs.items():
+            rounds[name].append(bench(tools, gguf, threads=args.threads, prompt_lengths=LENGTHS, new_tokens=NEW,
+                                      repeats=5))
+        for directory in ours:
+            logs = work / "logs"
+            rounds[str(directory)].append(run_child([str(directory), *speed_args, "--stock"], logs / f"{directory.name}-stock.log"))
+            adapter[str(directory)].append(run_child([str(directory), *speed_args], logs / f"{directory.name}-adapter.log"))
+    synthetic = read_manifest(ours[0]).model.synthetic if ours else True
+    quality: dict[str, dict[str, float]] = {}
+    if not synthetic:
+        quality = perplexity(tools, f32, ggufs, args.heldout, context=256, chunks=args.chunks, threads=args.threads,
+                             work=work)
+    systems: dict[str, Any] = {}
+    for name, gguf in ggufs.items():
+        runs = rounds[name]
+        systems[name] = {
+            "runner": f"llama-bench ({tools.variant})", "size_bytes": gguf.stat().st_size,
+            "weight_bytes": gguf.stat().st_size,
+            "decode_tokens_per_s": _median([x["decode_tokens_per_s"]["mean"] for x in runs]),
+            "prefill_tokens_per_s": {str(n): _median([x["prefill_tokens_per_s"][str(n)]["mean"] for x in runs])
+                                     for n in LENGTHS},
+            "quality": quality.get(name, {}),
+        }
+    for directory in ours:
+        manifest = read_manifest(directory)
+        runs, plain = rounds[str(directory)], adapter[str(directory)]
+
+        def med(items: list[dict[str, Any]], length: int, figure: str) -> float | None:
+            return _median([x["prompt_lengths"][str(length)][figure]["median"] for x in items
+                            if figure in x["prompt_lengths"][str(length)]])
+
+        entry: dict[str, Any] = {
+            "runner": runs[0]["runtime"], "size_bytes": manifest.total_bytes,
+            "weight_bytes": manifest.expected_weight_bytes,
+            "decode_tokens_per_s": med(runs, LENGTHS[0], "decode_tokens_per_s"),
+            "prefill_tokens_per_s": {str(n): med(runs, n, "prefill_tokens_per_s") for n in LENGTHS},
+            "prompt_tokens": {str(n): runs[0]["prompt_lengths"][str(n)]["prompt_tokens"] for n in LENGTHS},
+            "adapter_decode_tokens_per_s": med(plain, LENGTHS[0], "decode_tokens_per_s"),
+            "adapter_prefill_tokens_per_s": {str(n): med(plain, n, "prefill_tokens_per_s") for n in LENGTHS},
+            "quantization": manifest.quantization,
+        }
+        if not synthetic:
+            q = run_child([str(directory), "--quality", "--eval-tokens", "4096"], work / "logs" / f"{directory.name}-quality.log")
+            entry["quality"] = {"ppl_ratio": q["perplexity"] / q["reference_perplexity"], "ppl": q["perplexity"],
+                                "ppl_base": q["reference_perplexity"], "same_top_p": q["agreement"]}
+        systems[f"ours {manifest.backend} {manifest.quantization['name']}"] = entry
+    for entry in systems.values():
+        if entry["decode_tokens_per_s"]:
+            entry["bandwidth_fraction"] = entry["weight_bytes"] * entry["decode_tokens_per_s"] / bandwidth
+    return {"checkpoint": str(checkpoint), "synthetic_weights": synthetic, "systems": systems,
+            "targets": targets(systems)}
+
+
+def targets(systems: dict[str, Any]) -> dict[str, Any]:
+    """The issue's targets, ExecuTorch through its C++ runner against llama.cpp Q4_0."""
+    peer, ours = systems.get("llama.cpp Q4_0"), systems.get("ours executorch int4")
+    if not peer or not ours or not ours["decode_tokens_per_s"]:
+        return {}
+    out: dict[str, Any] = {
+        "decode_ratio": ours["decode_tokens_per_s"] / peer["decode_tokens_per_s"],
+        "size_ratio": ours["size_bytes"] / peer["size_bytes"],
+        "bandwidth_fraction": ours.get("bandwidth_fraction"),
+    }
+    for n, value in ours["prefill_tokens_per_s"].items():
+        if value and peer["prefill_tokens_per_s"].get(n):
+            out[f"prefill_{n}_ratio"] = value / peer["prefill_tokens_per_s"][n]
+    out["met"] = {"decode >= 1.25x Q4_0 at <= its size": out["decode_ratio"] >= TARGETS["decode"] and out["size_ratio"] <= 1,
+                  "decode >= 85% of read bandwidth": (out["bandwidth_fraction"] or 0) >= TARGETS["bandwidth"],
+                  **{f"prefill {n} >= 1.0x": out.get(f"prefill_{n}_ratio", 0) >= TARGETS["prefill"] for n in
+                     ours["prefill_tokens_per_s"]}}
+    return out
+
+
+def report(results: dict[str, Any]) -> str:
+    lines = [f"llama.cpp {results['llama_cpp']['variant']} (commit {results['llama_cpp'].get('commit')}), "
+             f"{results['threads']} threads, {results['machine']['cpu']}; read bandwidth "
+             f"{results['bandwidth']['bytes_per_s'] / 1e9:.1f} GB/s. Prompt {LENGTHS} tokens, {NEW} new tokens; "
+             f"medians over {results['rounds']} alternating rounds.", ""]
+    for key, model in results["models"].items():
+        lines.append(f"### {key}{' (synthetic weights: speed only)' if model['synthetic_weights'] else ''}\n")
+        rows = []
+        for name, e in model["systems"].items():
+            q = e.get("quality", {})
+            rows.append([name, e["runner"], e["size_bytes"] / 1e6, *(e["prefill_tokens_per_s"].get(str(n)) for n in LENGTHS),
+                         e["decode_tokens_per_s"], e.get("adapter_decode_tokens_per_s"),
+                         100 * e["bandwidth_fraction"] if e.get("bandwidth_fraction") else None,
+                         f"{100 * (q['ppl_ratio'] - 1):+.1f}%" if "ppl_ratio" in q else None,
+                         f"{100 * q['same_top_p']:.1f}%" if "same_top_p" in q else None])
+        lines.append(format_table(["system", "runner", "size MB", *(f"prefill {n} tok/s" for n in LENGTHS),
+                                   "decode tok/s", "adapter decode tok/s", "% of read bandwidth",
+                                   "perplexity vs F32", "same top-1"], rows, markdown=True))
+        t = model["targets"]
+        if t:
+            lines.append("")
+            lines.append(f"ExecuTorch int4 (C++ runner) vs llama.cpp Q4_0: decode {t['decode_ratio']:.2f}x at "
+                         f"{t['size_ratio']:.2f}x the size; prefill " + ", ".join(
+                             f"{n}: {t[f'prefill_{n}_ratio']:.2f}x" for n in LENGTHS if f"prefill_{n}_ratio" in t)
+                         + f"; {100 * (t['bandwidth_fraction'] or 0):.0f}% of read bandwidth.")
+            lines += [f"- {'met' if ok else 'NOT met'}: {name}" for name, ok in t["met"].items()]
+        lines.append("")
+    lines.append("Quality protocols differ: llama.cpp's rows are llama-perplexity's (256-token chunks, second halves "
+                 "scored, against the F32 GGUF); ours are verify's (256-token windows, every position, against the "
+                 "float reference). Both are ratios to the same float weights.")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, default=Path("out/bench/llamacpp-peer"))
-    parser.add_argument("--checkpoint", type=Path, default=Path("out/bench/suite/checkpoints/125M"))
-    suite = Path("out/bench/suite/125M")
-    parser.add_argument("--ours", type=Path, nargs="+",
-                        default=[suite / artifact_folder(b, q) for b, q in (("executorch", "int4"), ("onnx", "int4"),
-                                                                            ("onnx", "int8"))])
-    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--weights", type=Path, default=Path("out/weights"), help="where the real weights are kept")
+    parser.add_argument("--suite", type=Path, default=Path("out/bench/suite"), help="make bench's work folder (125M)")
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--chunks", type=int, default=32, help="llama-perplexity chunks of 256 tokens")
+    parser.add_argument("--fallback-avx2", action="store_true", help="the portable AVX2 build instead of native")
     args = parser.parse_args(argv)
     from mobilellm_export.quiet import quiet_third_party
-    from mobilellm_export.runtimes.registry import open_artifact
 
     quiet_third_party()
     args.work.mkdir(parents=True, exist_ok=True)
-    context = 1024
-    runtimes: dict[str, Any] = {}
-    sizes: dict[str, int] = {}
-    for qtype in ("Q4_0", "Q8_0"):
-        path = args.work / f"model-{qtype}.gguf"
-        if not path.is_file():
-            print(f"writing {path}", flush=True)
-            write_gguf(args.checkpoint, path, qtype, context)
-        runtimes[f"llama.cpp {qtype}"] = LlamaCppRuntime(path, context, args.threads)
-        sizes[f"llama.cpp {qtype}"] = path.stat().st_size
-    for directory in args.ours:
-        opened = open_artifact(directory, threads=args.threads)
-        name = f"ours {directory.parent.name}/{directory.name}"
-        runtimes[name] = opened.runtime
-        sizes[name] = opened.manifest.total_bytes
-    prompt = synthetic_prompt(PROMPT)
-    rounds = alternating_rounds({name: (lambda r=runtime: time_decode(r, prompt, NEW)) for name, runtime in runtimes.items()},
-                                args.rounds)
-    samples = {name: [decode for _, decode in runs] for name, runs in rounds.items()}
-    bandwidth = bandwidth_probe()["bytes_per_s"]
-    results = {**result_files.header("llamacpp-peer"), "weights": "synthetic 125M (random, seed 0)", "threads": args.threads,
-               "bandwidth_bytes_per_s": bandwidth, "models": {}}
-    rows = []
-    for name, values in samples.items():
-        median = statistics.median(values)
-        # Bytes per decoded token ~ the weights (file size) + the fp32/fp16 KV cache at the mean position.
-        limit = sizes[name] * median / bandwidth
-        results["models"][name] = {"bytes": sizes[name], "decode_tokens_per_s": median, "samples": values,
-                                   "bandwidth_fraction": limit}
-        rows.append([name, sizes[name] / 1e6, median, max(values), 100 * limit])
-    table = format_table(["model", "size MB", "decode tok/s (median)", "best round", "% of bandwidth (weights only)"],
-                         rows, markdown=True)
-    (args.work / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.work / "report.md").write_text(table + "\n")
-    print(table)
+    tools = ensure_build(args.work / "build", fallback_avx2=args.fallback_avx2)
+    args.heldout = args.work / "heldout.txt"
+    docs = read_jsonl(embedded_dir() / "heldout.jsonl")
+    args.heldout.write_text("\n\n".join(d.text for d in docs))
+    bandwidth = bandwidth_probe(args.threads)
+    results = {**result_files.header("llamacpp-peer"), "machine": machine(), "threads": args.threads,
+               "rounds": args.rounds, "bandwidth": bandwidth,
+               "llama_cpp": {"variant": tools.variant, **tools.info}, "models": {}}
+    for key in args.models:
+        if key == "smollm2-135m":
+            checkpoint = ensure_smollm2(args.weights)
+            ours = ensure_together(checkpoint, args.work / key / "ours", OURS)
+        else:
+            checkpoint = ensure_checkpoint(args.suite, key)
+            ours = [ensure_artifact(args.suite, key, checkpoint, b, q) for b, q in OURS]
+        results["models"][key] = measure_model(key, checkpoint, ours, tools, args, bandwidth["bytes_per_s"])
+        (args.work / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    text = report(results)
+    (args.work / "report.md").write_text(text)
+    print(text)
     return 0
 
 
