@@ -165,8 +165,16 @@ def cmd_verify(args: argparse.Namespace, progress: Progress) -> int:
     from mobilellm_export.verify import VerificationFailed, format_report, verify_artifact
 
     failed = []
+    if args.target != "host" and args.model is not None:
+        raise UnsupportedError(f"--target {args.target} compares the artifact with itself on this host; --model does not apply")
     for directory in args.artifacts:
-        report = verify_artifact(Path(directory), model=args.model, eval_tokens=args.eval_tokens, progress=progress)
+        if args.target == "host":
+            report = verify_artifact(Path(directory), model=args.model, eval_tokens=args.eval_tokens, progress=progress)
+        else:
+            from mobilellm_export.verify_emulated import verify_emulated
+
+            report = verify_emulated(Path(directory), sysroot=Path(args.sysroot) if args.sysroot else None,
+                                     progress=progress)
         print(format_report(report))
         if not report.passed:
             failed.append(directory)
@@ -189,6 +197,7 @@ def cmd_bench(args: argparse.Namespace, progress: Progress) -> int:
         options = BenchOptions(target=args.target, threads=args.threads, prompt_lengths=args.prompt_lengths,
                                new_tokens=args.new_tokens, repeats=args.repeats, quality=not args.no_quality,
                                eval_tokens=args.eval_tokens, runner=Path(args.runner) if args.runner else None,
+                               sysroot=Path(args.sysroot) if args.sysroot else None,
                                check_files=not args.no_verify_checksums)
         logs = Path(args.json).parent / "bench-logs" if args.json else Path("bench-logs")
         results = run_bench([Path(a) for a in args.artifacts], options, logs, progress)
@@ -309,13 +318,21 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("artifacts", nargs="+", metavar="ARTIFACT_DIR")
     ver.add_argument("--model", metavar="M", help="reference model (default: the one named in the manifest)")
     ver.add_argument("--eval-tokens", type=integer(64, why=" (held-out positions to score)"), default=4096, metavar="N", help="positions to score (default 4096)")
+    ver.add_argument("--target", choices=("host", "qemu-aarch64"), default="host",
+                     help="qemu-aarch64: greedy tokens and logits on an emulated ARM64 CPU against this host's "
+                          "(ExecuTorch artifacts; `make arm64-env` sets the emulator up)")
+    ver.add_argument("--sysroot", metavar="DIR", help="qemu-aarch64: the arm64 sysroot (default "
+                     "$MOBILELLM_ARM64_SYSROOT or ~/.cache/mobilellm-export/arm64-sysroot)")
     ver.set_defaults(run=cmd_verify)
 
     bench = sub.add_parser("bench", parents=[common], help="latency, memory and quality of artifacts",
                            description="Measure artifacts, each in its own process: load time, time to first "
                                        "token, prefill/decode speed, memory, perplexity and agreement.")
     bench.add_argument("artifacts", nargs="*", metavar="ARTIFACT_DIR")
-    bench.add_argument("--target", choices=("host", "adb"), default="host")
+    bench.add_argument("--target", choices=("host", "adb", "qemu-aarch64"), default="host",
+                       help="qemu-aarch64: ExecuTorch artifacts on an emulated ARM64 CPU (an emulator's speed, "
+                            "not a device figure)")
+    bench.add_argument("--sysroot", metavar="DIR", help="qemu-aarch64: the arm64 sysroot")
     bench.add_argument("--threads", type=integer(1), default=2, metavar="N")
     bench.add_argument("--prompt-lengths", type=int_list(1), default=(32, 128), metavar="L1,L2")
     bench.add_argument("--new-tokens", type=integer(2), default=64, metavar="N")

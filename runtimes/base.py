@@ -96,6 +96,7 @@ class RuntimeAdapter(ABC):
     apps: ClassVar[tuple[str, ...]] = ()  # sample apps (bundle --app) whose runtime loads these artifacts
     device_runner: ClassVar[bool] = False  # bench --target adb runs them with ExecuTorch's runner binary
     stock_runner: ClassVar[str | None] = None  # the runner the backend's users run, if this package drives it
+    emulated_targets: ClassVar[tuple[str, ...]] = ()  # verify/bench --target values that run them emulated
 
     def unavailable(self) -> str | None:
         """Why these artifacts cannot run on this machine (Core ML off macOS), or None."""

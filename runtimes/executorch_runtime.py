@@ -69,6 +69,7 @@ class ExecuTorchAdapter(RuntimeAdapter):
     apps = ("android", "ios")
     device_runner = True
     stock_runner = "ExecuTorch's C++ LLM runner (TextLLMRunner)"
+    emulated_targets = ("qemu-aarch64",)  # runtimes/emulated
 
     def preload(self) -> None:
         load_executorch_kernels()

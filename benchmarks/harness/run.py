@@ -38,7 +38,7 @@ KIND = "bench"
 
 @dataclass(frozen=True)
 class BenchOptions:
-    target: str = "host"  # host | adb
+    target: str = "host"  # host | adb | qemu-aarch64
     threads: int = 2
     prompt_lengths: tuple[int, ...] = (32, 128)
     new_tokens: int = 64
@@ -47,6 +47,7 @@ class BenchOptions:
     eval_tokens: int = 1024
     runner: Path | None = None  # adb: ExecuTorch's llama runner binary built for Android
     check_files: bool = True  # sizes and sha256 against the manifest before measuring
+    sysroot: Path | None = None  # qemu-aarch64: the arm64 sysroot (runtimes/emulated)
 
 
 class BenchError(MobileLLMError):
@@ -152,6 +153,8 @@ def bench_artifact(directory: Path, options: BenchOptions, logs: Path, bandwidth
         from .adb import bench_on_device
 
         entry["speed"] = bench_on_device(directory, manifest, options, logs / f"{name}-adb.log")
+    elif options.target == "qemu-aarch64":
+        entry["speed"] = bench_emulated(directory, manifest, options)
     else:
         speed_args = [str(directory), "--threads", str(options.threads),
                       "--prompt-lengths", ",".join(map(str, options.prompt_lengths)),
@@ -165,13 +168,34 @@ def bench_artifact(directory: Path, options: BenchOptions, logs: Path, bandwidth
         else:
             entry["speed"] = run_child([*speed_args, "--stock"], logs / f"{name}-stock.log")
             entry["adapter_speed"] = adapter_speed
-    if options.quality and manifest.model.synthetic:
+    if options.target == "qemu-aarch64":
+        entry["quality"] = {"note": "emulated target: quality is verify --target qemu-aarch64's (tokens and logits "
+                                    "against this host)"}
+    elif options.quality and manifest.model.synthetic:
         entry["quality"] = {"note": "synthetic weights: perplexity and agreement are not meaningful and were not measured"}
     elif options.quality:
         entry["quality"] = run_child([str(directory), "--quality", "--eval-tokens", str(options.eval_tokens)],
                                      logs / f"{name}-quality.log")
-    entry["physical_limit"] = physical_limit(manifest, entry["speed"], options, bandwidth)
+    # The host's bandwidth says nothing about an emulated CPU.
+    entry["physical_limit"] = None if options.target == "qemu-aarch64" else \
+        physical_limit(manifest, entry["speed"], options, bandwidth)
     return entry
+
+
+def bench_emulated(directory: Path, manifest: Manifest, options: BenchOptions) -> dict[str, Any]:
+    """Speed on the emulated ARM64 CPU: an emulator's figure, labelled so, never a device's."""
+    from mobilellm_export.runtimes.emulated.qemu import TARGET, Emulator, describe, emulated_speed
+    from mobilellm_export.runtimes.timing import summary
+
+    if TARGET not in adapter_for(manifest).emulated_targets:
+        raise UnsupportedError(f"--target {TARGET} runs ExecuTorch artifacts; {directory} is {manifest.backend}")
+    emulator = Emulator.find(options.sysroot)
+    per_length = {}
+    for length in options.prompt_lengths:
+        got = emulated_speed(directory, length, options.new_tokens, options.repeats, emulator)
+        per_length[str(length)] = {key: summary(got[key]) for key in ("prefill_tokens_per_s", "decode_tokens_per_s")}
+    return {"runtime": f"executorch, {describe()}: an emulator's speed, not a device figure", "emulated": True,
+            "prompt_lengths": per_length}
 
 
 def physical_limit(manifest: Manifest, speed: dict[str, Any], options: BenchOptions,
@@ -190,8 +214,8 @@ def physical_limit(manifest: Manifest, speed: dict[str, Any], options: BenchOpti
 
 
 def run_bench(directories: list[Path], options: BenchOptions, logs: Path, progress: Any = None) -> dict[str, Any]:
-    if options.target not in ("host", "adb"):
-        raise UnsupportedError(f"unknown --target {options.target!r}; choose host or adb")
+    if options.target not in ("host", "adb", "qemu-aarch64"):
+        raise UnsupportedError(f"unknown --target {options.target!r}; choose host, adb or qemu-aarch64")
     if options.target == "adb":
         from .adb import require_device
 

@@ -212,6 +212,7 @@ def measure_model(key: str, checkpoint: Path, ours: list[Path], tools: NativeToo
         for name, gguf in ggufs.items():
             rounds[name].append(bench(tools, gguf, threads=args.threads, prompt_lengths=LENGTHS, new_tokens=NEW,
                                       repeats=5))
+            args.build_commit = rounds[name][-1]["build_commit"]
         for directory in ours:
             logs = work / "logs"
             rounds[str(directory)].append(run_child([str(directory), *speed_args, "--stock"], logs / f"{directory.name}-stock.log"))
@@ -283,7 +284,7 @@ def targets(systems: dict[str, Any]) -> dict[str, Any]:
 
 
 def report(results: dict[str, Any]) -> str:
-    lines = [f"llama.cpp {results['llama_cpp']['variant']} (commit {results['llama_cpp'].get('commit')}), "
+    lines = [f"llama.cpp {results['llama_cpp']['variant']} (build {results['llama_cpp'].get('build_commit')}), "
              f"{results['threads']} threads, {results['machine']['cpu']}; read bandwidth "
              f"{results['bandwidth']['bytes_per_s'] / 1e9:.1f} GB/s. Prompt {LENGTHS} tokens, {NEW} new tokens; "
              f"medians over {results['rounds']} alternating rounds.", ""]
@@ -346,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint = ensure_checkpoint(args.suite, key)
             ours = [ensure_artifact(args.suite, key, checkpoint, b, q) for b, q in OURS]
         results["models"][key] = measure_model(key, checkpoint, ours, tools, args, bandwidth["bytes_per_s"])
+        results["llama_cpp"]["build_commit"] = args.build_commit
         (args.work / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     text = report(results)
     (args.work / "report.md").write_text(text)

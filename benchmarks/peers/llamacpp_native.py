@@ -5,10 +5,12 @@ model, with its "same top p" agreement), `llama-quantize` (Q4_0 / Q8_0 from an F
 
 Why the build is keyed by the host's instruction set: a native build is only valid on a CPU with
 the instructions it was compiled for. The earlier native llama.cpp of this project crashed in
-`llama_decode` while a native `llama-bench` built on the same VM ran; the binding had been built by
-pip, and pip caches the wheels it builds keyed by the source alone (not CMAKE_ARGS, not the CPU),
-so a wheel compiled with `-march=native` on one machine (these sessions land on different VMs:
-AVX-512/AMX on some, Zen 3 with AVX2 only on others) is reinstalled on the next. Here the build
+`llama_decode` while a native `llama-bench` built on the same VM ran. It does not reproduce on a
+Zen 3 (AVX2) VM, where the native library runs standalone and through the binding alike; the likely
+cause is that the binding had been built by pip, which caches the wheels it builds keyed by the
+source alone (not CMAKE_ARGS, not the CPU), so a wheel compiled with `-march=native` on one VM
+(these sessions land on different ones: AVX-512/AMX on some, AVX2 only on others) is reinstalled
+on the next. Here the build
 folder's name carries a fingerprint of the ISA extensions `-march=native` enables on this host, a
 build is reused only on a host with the same fingerprint, and a tool that dies of SIGILL is
 reported as built for another CPU. (Two OpenMP runtimes in one process were ruled out: torch's
@@ -38,7 +40,8 @@ from typing import Any
 # The llama-cpp-python release of pyproject's `llamacpp` extra: its sdist vendors llama.cpp.
 BINDING = "llama-cpp-python==0.3.36"
 TOOLS = ("llama-bench", "llama-perplexity", "llama-quantize")
-COMMON = ["-DCMAKE_BUILD_TYPE=Release", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_BUILD_TESTS=OFF",
+# Static libraries: the tools are self-contained files, kept after the build tree is gone.
+COMMON = ["-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=OFF", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_BUILD_TESTS=OFF",
           "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=OFF"]
 NATIVE = ["-DGGML_NATIVE=ON"]
 FALLBACK_AVX2 = ["-DGGML_NATIVE=OFF", "-DGGML_AVX=ON", "-DGGML_AVX2=ON", "-DGGML_FMA=ON", "-DGGML_F16C=ON",
@@ -100,21 +103,13 @@ def ensure_build(work: Path, *, fallback_avx2: bool = False) -> NativeTools:
         partial = directory.with_name(directory.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         (partial / "bin").mkdir(parents=True)
-        for item in (build / "bin").iterdir():  # the tools and the shared libraries they load
-            shutil.copy2(item, partial / "bin" / item.name, follow_symlinks=False)
+        for tool in TOOLS:
+            shutil.copy2(build / "bin" / tool, partial / "bin" / tool)
         info = {"binding": BINDING, "variant": variant, "march": march, "isa": enabled, "cmake_flags": COMMON + flags,
-                "build_s": time.perf_counter() - start,
-                "commit": _commit(source)}
+                "build_s": time.perf_counter() - start}
         (partial / "build-info.json").write_text(json.dumps(info, indent=2) + "\n")
         partial.rename(directory)
     return NativeTools(directory, variant, info)
-
-
-def _commit(source: Path) -> str | None:
-    for line in (source / "CMakeLists.txt").read_text().splitlines():
-        if "LLAMA_BUILD_COMMIT" in line and '"' in line:
-            return line.split('"')[1]
-    return None
 
 
 def _tail(proc: subprocess.CompletedProcess, lines: int = 3) -> str:
@@ -145,7 +140,8 @@ def bench(tools: NativeTools, model: Path, *, threads: int, prompt_lengths: tupl
     out = run_tool(tools, "llama-bench", ["-m", str(model), "-t", str(threads), "-p", ",".join(map(str, prompt_lengths)),
                                           "-n", str(new_tokens), "-r", str(repeats), "-o", "json"])
     tests = json.loads(out[out.index("["):out.rindex("]") + 1])
-    figures: dict[str, Any] = {"prefill_tokens_per_s": {}, "model_bytes": tests[0]["model_size"]}
+    figures: dict[str, Any] = {"prefill_tokens_per_s": {}, "model_bytes": tests[0]["model_size"],
+                               "build_commit": tests[0].get("build_commit")}
     for t in tests:
         samples = t["samples_ts"]
         if t["n_gen"]:
