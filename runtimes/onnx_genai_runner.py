@@ -11,14 +11,12 @@ from __future__ import annotations
 import json
 import time
 from importlib.metadata import version
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 from mobilellm_export.errors import MissingDependencyError, UnsupportedError
 
 from .base import StockRun, StockRunner
-
-if TYPE_CHECKING:
-    from .manifest import Manifest
 
 
 def _import_genai() -> Any:
@@ -32,16 +30,17 @@ def _import_genai() -> Any:
 class GenaiStockRunner(StockRunner):
     timer = "perf_counter around onnxruntime-genai's calls"
 
-    def __init__(self, manifest: Manifest, *, threads: int | None = None) -> None:
+    def __init__(self, directory: Path, bos_id: int, *, threads: int | None = None) -> None:
+        """Any directory onnxruntime-genai reads (ours, or its own builder's output)."""
         og = self._og = _import_genai()
-        if not (manifest.directory / "genai_config.json").is_file():
-            raise UnsupportedError(f"{manifest.directory} has no genai_config.json for onnxruntime-genai")
-        config = og.Config(str(manifest.directory))
+        if not (directory / "genai_config.json").is_file():
+            raise UnsupportedError(f"{directory} has no genai_config.json for onnxruntime-genai")
+        config = og.Config(str(directory))
         if threads:
             config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}}))
         self.model = og.Model(config)
         self._tokenizer = og.Tokenizer(self.model)
-        self._bos = manifest.runtime.bos_id
+        self._bos = bos_id
         self.name = f"onnxruntime-genai {version('onnxruntime-genai')}"
 
     def encode(self, prompt: str) -> list[int]:

@@ -100,4 +100,4 @@ class OnnxAdapter(RuntimeAdapter):
     def open_stock(self, manifest: Manifest, *, threads: int | None = None) -> StockRunner:
         from .onnx_genai_runner import GenaiStockRunner
 
-        return GenaiStockRunner(manifest, threads=threads)
+        return GenaiStockRunner(manifest.directory, manifest.runtime.bos_id, threads=threads)
