@@ -90,6 +90,10 @@ class Comparison:
     steps: int
     tokens_equal: bool
     first_difference: tuple[int, int] | None  # (prompt, step) where the greedy tokens part
+    # At that step: the host's top-1 margin, and the largest logit difference of the earlier steps
+    # (same tokens fed): a margin below it is a near-tie under the kernels' measured disagreement.
+    margin_at_difference: float | None
+    difference_before: float | None
     max_logit_diff: float  # over the steps both runs saw the same tokens
     min_margin: float  # smallest x86 top-1 minus top-2 logit gap: a flip needs a difference this big
     emulated_machine: str
@@ -100,19 +104,29 @@ def compare_on_arm64(artifact: Path, prompts: list[list[int]], steps: int, emula
     request = {"prompts": prompts, "steps": steps}
     host, host_logits = run_driver(artifact, request, None)
     arm, arm_logits = run_driver(artifact, request, emulator)
-    first, diff, margin = None, 0.0, float("inf")
+    return compare_runs(host, host_logits, arm, arm_logits, steps)
+
+
+def compare_runs(host: dict[str, Any], host_logits: list[Any], arm: dict[str, Any], arm_logits: list[Any],
+                 steps: int) -> Comparison:
+    """Greedy tokens and per-step logits [steps + 1, vocab] of the same prompts on two CPUs."""
+    first, diff, margin, at, before = None, 0.0, float("inf"), None, None
     for i, (a, b) in enumerate(zip(host["tokens"], arm["tokens"])):
         same = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), len(a))
-        if same < len(a) and first is None:
-            first = (i, same)
         # Up to and including the first differing step both runs were fed the same tokens.
         upto = min(same + 1, len(a))
-        diff = max(diff, float((host_logits[i][:upto] - arm_logits[i][:upto]).abs().max()))
+        per_step = (host_logits[i][:upto] - arm_logits[i][:upto]).abs().amax(dim=-1)
+        diff = max(diff, float(per_step.max()))
         top2 = host_logits[i].topk(2, dim=-1).values
-        margin = min(margin, float((top2[:, 0] - top2[:, 1]).min()))
-    return Comparison(prompts=len(prompts), steps=steps, tokens_equal=first is None, first_difference=first,
+        margins = top2[:, 0] - top2[:, 1]
+        margin = min(margin, float(margins.min()))
+        if same < len(a) and first is None:
+            first, at = (i, same), float(margins[same])
+            before = float(per_step[:same].max()) if same else 0.0
+    return Comparison(prompts=len(host["tokens"]), steps=steps, tokens_equal=first is None, first_difference=first,
+                      margin_at_difference=at, difference_before=before,
                       max_logit_diff=diff, min_margin=margin, emulated_machine=arm["machine"],
-                      emulated_seconds=arm["startup_s"] + arm["run_s"])
+                      emulated_seconds=arm.get("startup_s", 0.0) + arm.get("run_s", 0.0))
 
 
 def emulated_speed(artifact: Path, prompt_length: int, new_tokens: int, repeats: int,

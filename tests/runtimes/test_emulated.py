@@ -60,3 +60,24 @@ def test_greedy_tokens_match_on_emulated_arm64(artifacts):
     assert report.passed and report.figures["tokens_equal"], [c.detail for c in report.checks]
     assert report.figures["max_logit_diff"] < 1.0
     assert os.environ.get("MOBILELLM_ARM64_SYSROOT") or default_sysroot().is_dir()
+
+
+def test_where_two_cpus_part_is_measured_against_their_earlier_difference():
+    from mobilellm_export.runtimes.emulated.qemu import compare_runs
+
+    host_logits = torch.tensor([[3.0, 1.0, 0.0], [0.0, 2.0, 1.9], [0.0, 0.0, 4.0]])
+    same = compare_runs({"tokens": [[0, 1, 2]]}, [host_logits], {"tokens": [[0, 1, 2]], "machine": "aarch64"},
+                        [host_logits.clone()], 2)
+    assert same.tokens_equal and same.max_logit_diff == 0 and same.min_margin == pytest.approx(0.1)
+    # Step 0 already differs by 0.3, step 1 (margin 0.1) flips: a near-tie under measured noise.
+    arm = host_logits.clone()
+    arm[0, 1] += 0.3
+    arm[1, 2] += 0.2
+    tie = compare_runs({"tokens": [[0, 1, 2]]}, [host_logits], {"tokens": [[0, 2, 2]], "machine": "aarch64"}, [arm], 2)
+    assert tie.first_difference == (0, 1) and tie.margin_at_difference == pytest.approx(0.1)
+    assert tie.difference_before == pytest.approx(0.3) and tie.margin_at_difference <= tie.difference_before
+    # The same flip with identical earlier steps: nothing measured excuses it.
+    arm = host_logits.clone()
+    arm[1, 2] += 0.2
+    flip = compare_runs({"tokens": [[0, 1, 2]]}, [host_logits], {"tokens": [[0, 2, 2]], "machine": "aarch64"}, [arm], 2)
+    assert flip.difference_before == 0 and flip.margin_at_difference > flip.difference_before
