@@ -19,14 +19,24 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from mobilellm_export.errors import UnsupportedError
+from mobilellm_export.errors import MissingDependencyError, UnsupportedError
 
 if TYPE_CHECKING:
     from .manifest import Manifest
+
+
+def import_runtime(module: str, purpose: str) -> Any:
+    """A runtime library, imported when an adapter needs it; missing: one line naming what for."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependencyError(f"{purpose} needs {module}: {exc}") from None
 
 
 class DecoderRuntime(ABC):

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from mobilellm_export.errors import UnsupportedError
 
 from .base import StockRun, StockRunner
-from .executorch_runtime import load_executorch_kernels
+from .executorch_kernels import load_executorch_kernels
 
 if TYPE_CHECKING:
     from .manifest import Manifest

@@ -13,23 +13,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from mobilellm_export.errors import MissingDependencyError
-
 from .base import DecoderRuntime, RuntimeAdapter
+from .executorch_kernels import load_executorch_kernels
 
 if TYPE_CHECKING:
     from .base import StockRunner
     from .manifest import Manifest
-
-
-def load_executorch_kernels() -> None:
-    """Register the kernels our programs call outside XNNPACK: ExecuTorch's LLM custom ops
-    (update_cache, custom_sdpa) and its quantized kernels (embedding_byte / embedding_4bit)."""
-    try:
-        import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401
-        import executorch.kernels.quantized  # noqa: F401
-    except ImportError as exc:
-        raise MissingDependencyError(f"running ExecuTorch artifacts needs executorch==1.5.1: {exc}") from None
 
 
 class ExecuTorchRuntime(DecoderRuntime):

@@ -12,19 +12,10 @@ import json
 import time
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
 
-from mobilellm_export.errors import MissingDependencyError, UnsupportedError
+from mobilellm_export.errors import UnsupportedError
 
-from .base import StockRun, StockRunner
-
-
-def _import_genai() -> Any:
-    try:
-        import onnxruntime_genai
-    except ImportError as exc:
-        raise MissingDependencyError(f"running ONNX artifacts in onnxruntime-genai needs onnxruntime-genai: {exc}") from None
-    return onnxruntime_genai
+from .base import StockRun, StockRunner, import_runtime
 
 
 class GenaiStockRunner(StockRunner):
@@ -32,7 +23,7 @@ class GenaiStockRunner(StockRunner):
 
     def __init__(self, directory: Path, bos_id: int, *, threads: int | None = None) -> None:
         """Any directory onnxruntime-genai reads (ours, or its own builder's output)."""
-        og = self._og = _import_genai()
+        og = self._og = import_runtime("onnxruntime_genai", "running ONNX artifacts in onnxruntime-genai")
         if not (directory / "genai_config.json").is_file():
             raise UnsupportedError(f"{directory} has no genai_config.json for onnxruntime-genai")
         config = og.Config(str(directory))

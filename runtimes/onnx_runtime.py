@@ -16,9 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from mobilellm_export.errors import MissingDependencyError
-
-from .base import DecoderRuntime, RuntimeAdapter, span_end
+from .base import DecoderRuntime, RuntimeAdapter, import_runtime, span_end
 
 if TYPE_CHECKING:
     from .base import StockRunner
@@ -26,11 +24,7 @@ if TYPE_CHECKING:
 
 
 def _import_onnxruntime() -> Any:
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        raise MissingDependencyError(f"running ONNX artifacts needs onnxruntime: {exc}") from None
-    return onnxruntime
+    return import_runtime("onnxruntime", "running ONNX artifacts")
 
 
 class OnnxRuntime(DecoderRuntime):

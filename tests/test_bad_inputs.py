@@ -131,7 +131,7 @@ def _no_tokenizer(case: Path) -> None:
 
 
 def _bench_results(case: Path) -> None:
-    (case / "bad.json").write_text(json.dumps({"kind": "bench", "schema_version": 1, "artifacts": []}))
+    (case / "bad.json").write_text(json.dumps({"kind": "bench", "schema_version": 2, "artifacts": []}))
 
 
 CASES = [

@@ -15,7 +15,7 @@ FOLDERS = {"mobilellm_export": "mobilellm_export", "runtimes": "mobilellm_export
            "model": "mobilellm_export.model", "quant": "mobilellm_export.quant",
            "export": "mobilellm_export.export", "benchmarks": "mobilellm_export.benchmarks"}
 BASE = {"__init__", "errors", "progress", "jsonfile", "jsonschemas", "interrupts", "arguments", "quiet", "versions", "table"}
-COMMANDS = {"info", "verify", "bundle", "demo"}
+COMMANDS = {"info", "verify", "verify_emulated", "bundle", "demo"}
 # Lower layers never import higher ones; a layer may import itself. The CLI is the thin shell over
 # all of them (its `bench` command runs the harness in benchmarks/).
 ORDER = ["base", "runtimes", "model", "quant", "export", "commands", "benchmarks", "cli"]

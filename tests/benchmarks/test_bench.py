@@ -109,7 +109,12 @@ def test_bench_end_to_end_and_regression_gate(small_artifacts, tmp_path, capsys)
     assert speed["prompt_lengths"]["8"]["generated_tokens"] == 3  # the first token comes from the prefill
     assert speed["prompt_lengths"]["8"]["decode_tokens_per_s"]["median"] > 0
     assert entry["adapter_speed"]["prompt_lengths"]["8"]["decode_tokens_per_s"]["median"] > 0
-    assert 0 < entry["physical_limit"]["fraction"] < 1
+    # The ratio is achieved bytes/s over the probe's; this tiny model's weights stay in the caches,
+    # so it may exceed 1 here (it bounds decode only for weights far larger than the caches).
+    limit = entry["physical_limit"]
+    assert limit["achieved_bytes_per_s"] == pytest.approx(
+        limit["bytes_per_token"] * speed["prompt_lengths"]["8"]["decode_tokens_per_s"]["median"])
+    assert limit["fraction"] == pytest.approx(limit["achieved_bytes_per_s"] / data["bandwidth"]["bytes_per_s"])
     # Quality from the same run: this fp32 artifact agrees with its fp32 eager reference everywhere.
     assert entry["quality"]["agreement"] == 1.0
     assert entry["quality"]["perplexity"] == pytest.approx(entry["quality"]["reference_perplexity"], rel=1e-3)
