@@ -5,10 +5,12 @@ ExecuTorch's runner binary on an adb device), so figures never mix: one process 
 memory, another for quality. Speed is measured where phones and users measure it: through the
 backend's stock runner when it has one (ExecuTorch's C++ LLM runner, onnxruntime-genai), with this
 package's Python adapter as a second figure (`adapter_speed`); backends without a stock runner
-this package drives (Core AI) are measured through the adapter only. The run also measures the machine's memory read bandwidth with a
-short probe (threads summing a buffer far larger than the caches) and sets each artifact's decode
-speed against it: bytes read per decoded token (weights + the KV cache read at the mean
-position) x tokens/s, as a fraction of what the memory system read in the probe.
+this package drives (Core AI) are measured through the adapter only. `--target qemu-aarch64` runs
+ExecuTorch artifacts on an emulated ARM64 CPU (an emulator's speed, labelled so). The run also
+measures the machine's memory read bandwidth with a short probe (threads summing a buffer far
+larger than the caches) and sets each artifact's decode speed against it: bytes read per decoded
+token (weights + the KV cache read at the mean position) x tokens/s, as a fraction of what the
+memory system read in the probe.
 """
 
 from __future__ import annotations
@@ -184,11 +186,9 @@ def bench_artifact(directory: Path, options: BenchOptions, logs: Path, bandwidth
 
 def bench_emulated(directory: Path, manifest: Manifest, options: BenchOptions) -> dict[str, Any]:
     """Speed on the emulated ARM64 CPU: an emulator's figure, labelled so, never a device's."""
-    from mobilellm_export.runtimes.emulated.qemu import TARGET, Emulator, describe, emulated_speed
+    from mobilellm_export.runtimes.emulated.qemu import Emulator, describe, emulated_speed
     from mobilellm_export.runtimes.timing import summary
 
-    if TARGET not in adapter_for(manifest).emulated_targets:
-        raise UnsupportedError(f"--target {TARGET} runs ExecuTorch artifacts; {directory} is {manifest.backend}")
     emulator = Emulator.find(options.sysroot)
     per_length = {}
     for length in options.prompt_lengths:
@@ -224,6 +224,9 @@ def run_bench(directories: list[Path], options: BenchOptions, logs: Path, progre
         manifest = read_manifest(directory)
         if options.check_files:
             require_intact(manifest, "measure it")
+        if options.target == "qemu-aarch64" and options.target not in adapter_for(manifest).emulated_targets:
+            raise UnsupportedError(f"--target {options.target} runs ExecuTorch artifacts; {directory} is "
+                                   f"{manifest.backend}")
         too_long = [n for n in options.prompt_lengths if n + options.new_tokens > manifest.runtime.max_context]
         if too_long:
             raise UnsupportedError(f"prompt length {too_long[0]} + {options.new_tokens} new tokens exceed the context "
