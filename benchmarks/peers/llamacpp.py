@@ -348,6 +348,10 @@ def main(argv: list[str] | None = None) -> int:
             ours = [ensure_artifact(args.suite, key, checkpoint, b, q) for b, q in OURS]
         results["models"][key] = measure_model(key, checkpoint, ours, tools, args, bandwidth["bytes_per_s"])
         results["llama_cpp"]["build_commit"] = args.build_commit
+        # Per model too, so a run of one model never overwrites another's figures.
+        one = {**results, "models": {key: results["models"][key]}}
+        (args.work / key / "results.json").write_text(json.dumps(one, indent=2) + "\n")
+        (args.work / key / "report.md").write_text(report(one))
         (args.work / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     text = report(results)
     (args.work / "report.md").write_text(text)
