@@ -17,7 +17,11 @@ its own statistics. Benchmarks measure artifacts through it, since that is what 
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -37,6 +41,24 @@ def import_runtime(module: str, purpose: str) -> Any:
         return importlib.import_module(module)
     except ImportError as exc:
         raise MissingDependencyError(f"{purpose} needs {module}: {exc}") from None
+
+
+@contextlib.contextmanager
+def c_stdout_to(target: int | str) -> Iterator[None]:
+    """Native runtimes that print on the C stdout (Core AI's function loads, ExecuTorch's runner
+    printing its generated text): send it to a file descriptor or a path, since `generate --json`
+    and the demo's table own stdout."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    fd = os.open(target, os.O_WRONLY) if isinstance(target, str) else target
+    try:
+        os.dup2(fd, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        if isinstance(target, str):
+            os.close(fd)
 
 
 class DecoderRuntime(ABC):

@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import platform
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +23,7 @@ import torch
 
 from mobilellm_export.errors import MissingDependencyError
 
-from .base import DecoderRuntime, RuntimeAdapter, span_end
+from .base import DecoderRuntime, RuntimeAdapter, c_stdout_to, span_end
 
 if TYPE_CHECKING:
     from .manifest import Manifest
@@ -41,19 +38,6 @@ def _import_runtime() -> tuple[Any, Any]:
     return AIModelAsset, NDArray
 
 
-@contextlib.contextmanager
-def _stdout_to_stderr() -> Iterator[None]:
-    """The runtime prints a line per loaded function on the C stdout; `generate --json` owns stdout."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        os.dup2(2, 1)
-        yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
 class CoreAIRuntime(DecoderRuntime):
     def __init__(self, asset: Path, *, max_context: int, vocab_size: int, compute_precision: str) -> None:
         AIModelAsset, self._NDArray = _import_runtime()
@@ -63,7 +47,7 @@ class CoreAIRuntime(DecoderRuntime):
         self.vocab_size = vocab_size
         self._loop = asyncio.new_event_loop()
         self._executable = AIModelAsset.load(str(asset)).executable()
-        with _stdout_to_stderr():
+        with c_stdout_to(2):
             model = self._loop.run_until_complete(self._executable.__aenter__())
             self._prefill = model.load_function("prefill")
             self._decode = model.load_function("decode")

@@ -9,12 +9,13 @@ resolution: figures of tiny models (a few ms per call) are coarse, those of real
 from __future__ import annotations
 
 import json
+import os
 from importlib.metadata import version
 from typing import TYPE_CHECKING, Any
 
 from mobilellm_export.errors import UnsupportedError
 
-from .base import StockRun, StockRunner
+from .base import StockRun, StockRunner, c_stdout_to
 from .executorch_kernels import load_executorch_kernels
 
 if TYPE_CHECKING:
@@ -55,9 +56,12 @@ class ExecuTorchStockRunner(StockRunner):
         records: list[str] = []
         self._runner.reset()
         # No token callback: the binding would turn every token into a Python str, which fails on a
-        # token that ends inside a UTF-8 character; the runner prints the text itself instead.
-        self._runner.generate(prompt, self._config(max_new_tokens=new_tokens, temperature=0.0, echo=False, num_bos=1),
-                              stats_callback=lambda stats: records.append(stats.to_json_string()))
+        # token that ends inside a UTF-8 character. The runner prints the text on the C stdout
+        # instead, which is not ours to fill (it goes nowhere; the statistics come by callback).
+        with c_stdout_to(os.devnull):
+            self._runner.generate(prompt, self._config(max_new_tokens=new_tokens, temperature=0.0, echo=False,
+                                                       num_bos=1),
+                                  stats_callback=lambda stats: records.append(stats.to_json_string()))
         if not records:
             raise UnsupportedError("ExecuTorch's LLM runner finished without its statistics")
         return run_from_stats(json.loads(records[-1]))
