@@ -1,5 +1,5 @@
 """One artifact, measured in its own process (run by run.py; prints one `BENCH-RESULT {json}` line,
-marked because a stock runner prints the text it generates on the same stdout).
+marked because native libraries may print on the same stdout).
 
     python -m mobilellm_export.benchmarks.harness.child ARTIFACT_DIR --threads 2 --prompt-lengths 32,128
         --new-tokens 64 --repeats 5 [--stock | --quality --eval-tokens 1024]
@@ -117,11 +117,12 @@ def measure_stock(directory: Path, prompt_lengths: list[int], new_tokens: int, r
     for length in prompt_lengths:
         prompt = prompt_text(tokenizer, length)
         runs = alternating_rounds({"run": lambda p=prompt: runner.generate(p, new_tokens)}, repeats)["run"]
-        decode = [r.decode_tokens_per_s for r in runs if r.decode_tokens_per_s is not None]
+        # A rate is absent when its span read 0 on the runner's millisecond clock (tiny models).
+        rates = {key: [getattr(r, key) for r in runs if getattr(r, key)]
+                 for key in ("prefill_tokens_per_s", "decode_tokens_per_s")}
         per_length[str(length)] = {
             "ttft_s": summary([r.ttft_s for r in runs]),
-            "prefill_tokens_per_s": summary([r.prefill_tokens_per_s for r in runs if r.prefill_tokens_per_s]),
-            **({"decode_tokens_per_s": summary(decode)} if decode else {}),
+            **{key: summary(values) for key, values in rates.items() if values},
             "prompt_tokens": runs[-1].prompt_tokens,
             # Fewer than new_tokens - 1 when the runner met an end of sequence token.
             "generated_tokens": min(r.generated_tokens for r in runs),
