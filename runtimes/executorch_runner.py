@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from importlib.metadata import version
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mobilellm_export.errors import UnsupportedError
@@ -37,6 +38,18 @@ class ExecuTorchStockRunner(StockRunner):
     def __init__(self, manifest: Manifest, *, threads: int | None = None) -> None:
         if manifest.runtime.tokenizer is None:
             raise UnsupportedError(f"ExecuTorch's LLM runner needs a tokenizer; {manifest.directory} has none")
+        self._open(manifest.path("program"), manifest.directory / manifest.runtime.tokenizer,
+                   manifest.optional_path("data"), threads)
+
+    @classmethod
+    def from_files(cls, program: Path, tokenizer: Path, data: Path | None = None, *,
+                   threads: int | None = None) -> "ExecuTorchStockRunner":
+        """A program without our manifest (a peer's, e.g. `export_llm`'s), in the same runner."""
+        runner = cls.__new__(cls)
+        runner._open(program, tokenizer, data, threads)
+        return runner
+
+    def _open(self, program: Path, tokenizer: Path, data: Path | None, threads: int | None) -> None:
         load_executorch_kernels()
         from executorch.extension.llm.runner import GenerationConfig, TextLLMRunner
 
@@ -45,10 +58,7 @@ class ExecuTorchStockRunner(StockRunner):
             from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
 
             _unsafe_reset_threadpool(threads)
-        data = manifest.optional_path("data")
-        self._runner = TextLLMRunner(str(manifest.path("program")),
-                                     str(manifest.directory / manifest.runtime.tokenizer),
-                                     str(data) if data is not None else None)
+        self._runner = TextLLMRunner(str(program), str(tokenizer), str(data) if data is not None else None)
         self._config = GenerationConfig
         self.name = f"executorch {version('executorch')} TextLLMRunner (C++)"
 

@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             results["ratios"]["decode"] = ours["decode"]["decode_tokens_per_s"] / peer["decode"]["decode_tokens_per_s"]
             results["ratios"]["decode_best"] = (ours["decode"]["decode_tokens_per_s_best"]
                                                 / peer["decode"]["decode_tokens_per_s_best"])
-            if "runner_decode_tokens_per_s" in peer["decode"]:
+            if peer["decode"].get("runner_decode_tokens_per_s") and ours["decode"].get("runner_decode_tokens_per_s"):
                 results["ratios"]["runner_decode"] = (ours["decode"]["runner_decode_tokens_per_s"]
                                                       / peer["decode"]["runner_decode_tokens_per_s"])
     if "memory" in ours and "memory" in ours_ls:

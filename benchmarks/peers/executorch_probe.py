@@ -74,23 +74,17 @@ def main() -> None:
                                   for name, runtime in runtimes.items()}, args.rounds)
     result: dict[str, dict[str, Any]] = {name: decode_figures(s) for name, s in samples.items()}
     if args.tokenizer is not None:
-        from executorch.extension.llm.runner import GenerationConfig, TextLLMRunner
+        # The same runner class `bench` times our artifacts with, here over bare programs.
+        from mobilellm_export.runtimes.executorch_runner import ExecuTorchStockRunner
 
-        runners = {name: TextLLMRunner(str(program), str(args.tokenizer), str(data) if data else None)
+        runners = {name: ExecuTorchStockRunner.from_files(program, args.tokenizer, data)
                    for name, program, data in args.artifact}
-        config = GenerationConfig(max_new_tokens=args.new_tokens, temperature=0.0, echo=False, num_bos=1)
-
-        def run_runner(runner: Any) -> dict[str, Any]:
-            got: list[dict[str, Any]] = []
-            runner.reset()
-            runner.generate(PROMPT_TEXT, config, stats_callback=lambda s: got.append(json.loads(s.to_json_string())))
-            return got[-1]
-
-        stats = alternating_rounds({name: (lambda r=runner: run_runner(r)) for name, runner in runners.items()},
-                                   args.rounds, warmup=0)
-        for name, items in stats.items():
-            result[name]["runner_decode_tokens_per_s"] = statistics.median(s["decode_token_per_sec"] for s in items)
-            result[name]["runner_generated_tokens"] = [s["generated_tokens"] for s in items]
+        runs = alternating_rounds({name: (lambda r=runner: r.generate(PROMPT_TEXT, args.new_tokens))
+                                   for name, runner in runners.items()}, args.rounds, warmup=0)
+        for name, items in runs.items():
+            rates = [run.decode_tokens_per_s for run in items if run.decode_tokens_per_s is not None]
+            result[name]["runner_decode_tokens_per_s"] = statistics.median(rates) if rates else None
+            result[name]["runner_generated_tokens"] = [run.generated_tokens for run in items]
     print(json.dumps(result))
 
 

@@ -93,6 +93,21 @@ def test_stock_runners_run_prompts_of_the_asked_length(small_artifacts, which):
         assert 0 < run.generated_tokens <= 11 and 0 <= run.prefill_s <= run.ttft_s
 
 
+def test_executorch_runner_opens_a_bare_program_as_it_opens_an_artifact(small_artifacts):
+    """Peers' programs have no manifest (export_llm's); the peer probe drives them through the same
+    runner class, which must run them exactly as it runs ours."""
+    from mobilellm_export.runtimes.executorch_runner import ExecuTorchStockRunner
+    from mobilellm_export.runtimes.manifest import read_manifest
+
+    manifest = read_manifest(small_artifacts[0])
+    assert manifest.backend == "executorch"
+    bare = ExecuTorchStockRunner.from_files(manifest.path("program"), manifest.directory / manifest.runtime.tokenizer,
+                                            manifest.optional_path("data"), threads=1)
+    ours, theirs = (runner.generate("a b c d e f", 9) for runner in (ExecuTorchStockRunner(manifest), bare))
+    assert (theirs.prompt_tokens, theirs.generated_tokens) == (ours.prompt_tokens, ours.generated_tokens)
+    assert theirs.generated_tokens > 0
+
+
 def test_bench_end_to_end_and_regression_gate(small_artifacts, tmp_path, capsys):
     onnx_dir = small_artifacts[1]
     out = tmp_path / "r.json"
