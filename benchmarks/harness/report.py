@@ -40,11 +40,25 @@ def rows(results: dict[str, Any]) -> list[list[object]]:
     return out
 
 
-def markdown(results: dict[str, Any]) -> str:
+def target_line(results: dict[str, Any]) -> str:
+    """What the figures were measured on. The machine and bandwidth probe are always this host's;
+    for another target they are named as the host's, never as the measured CPU's."""
     m, s = results["machine"], results["settings"]
+    host = (f"{m['cpu']}, {m['logical_cores']} logical cores; memory read bandwidth "
+            f"{results['bandwidth']['bytes_per_s'] / 1e9:.1f} GB/s ({results['bandwidth']['method']})")
+    if results["target"] == "qemu-aarch64":
+        return (f"Target qemu-aarch64: an emulated ARM64 CPU, {s['threads']} threads, on this host ({host}). "
+                f"Emulated speed is not a device figure, and the host's bandwidth bounds nothing here.")
+    if results["target"] == "adb":
+        return (f"Target adb: the attached Android device, {s['threads']} threads. The host running the bench "
+                f"({host}) is not the measured CPU, so no share of bandwidth is given.")
+    return f"Target host: {host}; {s['threads']} threads."
+
+
+def markdown(results: dict[str, Any]) -> str:
+    s = results["settings"]
     lines = [
-        f"Target {results['target']}: {m['cpu']}, {m['logical_cores']} logical cores, {s['threads']} threads; "
-        f"memory bandwidth {results['bandwidth']['bytes_per_s'] / 1e9:.1f} GB/s ({results['bandwidth']['method']}).",
+        target_line(results),
         f"Prompt {s['prompt_lengths'][0]} tokens (TTFT, prefill), {s['new_tokens']} new tokens (decode); "
         f"median of {s['repeats']} runs after {s['warmup_runs']} warm-up; each artifact in its own process.",
         "",

@@ -178,9 +178,9 @@ def bench_artifact(directory: Path, options: BenchOptions, logs: Path, bandwidth
     elif options.quality:
         entry["quality"] = run_child([str(directory), "--quality", "--eval-tokens", str(options.eval_tokens)],
                                      logs / f"{name}-quality.log")
-    # The host's bandwidth says nothing about an emulated CPU.
-    entry["physical_limit"] = None if options.target == "qemu-aarch64" else \
-        physical_limit(manifest, entry["speed"], options, bandwidth)
+    # The probe reads this host's memory: it bounds nothing on a phone or on an emulated CPU.
+    entry["physical_limit"] = physical_limit(manifest, entry["speed"], options, bandwidth) \
+        if options.target == "host" else None
     return entry
 
 

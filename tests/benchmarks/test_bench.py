@@ -171,3 +171,19 @@ def test_the_read_probe_reads_every_byte_once(threads):
     probe = bandwidth_probe(threads, megabytes=8, repeats=1)
     assert probe["probe_bytes"] == 8 << 20 and f"{threads} threads" in probe["method"]
     assert probe["bytes_per_s"] > 0 and probe["copy_bytes_per_s"] > 0
+
+
+@pytest.mark.parametrize("target, says, never", [
+    ("host", "Target host: Some CPU, 2 logical cores; memory read bandwidth 14.3 GB/s", "not a device figure"),
+    ("qemu-aarch64", "emulated ARM64 CPU", "Target qemu-aarch64: Some CPU"),
+    ("adb", "Android device", "Target adb: Some CPU"),
+])
+def test_report_header_names_the_host_as_the_host_on_other_targets(target, says, never):
+    """The bandwidth probe and CPU name are always this host's; a phone's or emulator's report must
+    not present them as the measured CPU's."""
+    from mobilellm_export.benchmarks.harness.report import target_line
+
+    results = {"target": target, "machine": {"cpu": "Some CPU", "logical_cores": 2},
+               "bandwidth": {"bytes_per_s": 14.3e9, "method": "probe"}, "settings": {"threads": 2}}
+    line = target_line(results)
+    assert says in line and never not in line
