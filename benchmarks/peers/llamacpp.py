@@ -185,7 +185,11 @@ class LlamaCppRuntime(DecoderRuntime):
 
 
 MODELS = ("smollm2-135m", "125M")
-LENGTHS = (32, 128)
+LENGTHS = (32, 128)  # prefill, from an empty cache
+# Decode after this many tokens: ours after a prompt that long, llama.cpp's after `llama-bench -d`,
+# so both are timed at the same positions. The deeper one shows attention's cost, which grows
+# with the cache while the weights read per token stay the same.
+DEPTHS = (32, 512)
 OURS = (("executorch", "int4"), ("onnx", "int4"))
 TARGETS = {"decode": 1.25, "prefill": 1.0, "bandwidth": 0.85}
 
@@ -203,7 +207,7 @@ def measure_model(key: str, checkpoint: Path, ours: list[Path], tools: NativeToo
         print(f"writing {f32}", flush=True)
         write_gguf(checkpoint, f32, "F32", 2048)
     ggufs = {f"llama.cpp {q}": quantize(tools, f32, work / f"model-{q}.gguf", q, args.threads) for q in ("Q4_0", "Q8_0")}
-    speed_args = ["--threads", str(args.threads), "--prompt-lengths", ",".join(map(str, LENGTHS)),
+    speed_args = ["--threads", str(args.threads), "--prompt-lengths", ",".join(map(str, sorted({*LENGTHS, *DEPTHS}))),
                   "--new-tokens", str(NEW), "--repeats", "5"]
     rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in [*ggufs, *(str(d) for d in ours)]}
     adapter: dict[str, list[dict[str, Any]]] = {str(d): [] for d in ours}
@@ -211,7 +215,7 @@ def measure_model(key: str, checkpoint: Path, ours: list[Path], tools: NativeToo
         print(f"{key}: round {r + 1} of {args.rounds}", flush=True)
         for name, gguf in ggufs.items():
             rounds[name].append(bench(tools, gguf, threads=args.threads, prompt_lengths=LENGTHS, new_tokens=NEW,
-                                      repeats=5))
+                                      depths=DEPTHS, repeats=5))
             args.build_commit = rounds[name][-1]["build_commit"]
         for directory in ours:
             logs = work / "logs"
@@ -228,7 +232,7 @@ def measure_model(key: str, checkpoint: Path, ours: list[Path], tools: NativeToo
         systems[name] = {
             "runner": f"llama-bench ({tools.variant})", "size_bytes": gguf.stat().st_size,
             "weight_bytes": gguf.stat().st_size,
-            "decode_tokens_per_s": _median([x["decode_tokens_per_s"]["mean"] for x in runs]),
+            "decode_at_depth": {str(d): _median([x["decode_tokens_per_s"][str(d)]["mean"] for x in runs]) for d in DEPTHS},
             "prefill_tokens_per_s": {str(n): _median([x["prefill_tokens_per_s"][str(n)]["mean"] for x in runs])
                                      for n in LENGTHS},
             "quality": quality.get(name, {}),
@@ -244,10 +248,10 @@ def measure_model(key: str, checkpoint: Path, ours: list[Path], tools: NativeToo
         entry: dict[str, Any] = {
             "runner": runs[0]["runtime"], "size_bytes": manifest.total_bytes,
             "weight_bytes": manifest.expected_weight_bytes,
-            "decode_tokens_per_s": med(runs, LENGTHS[0], "decode_tokens_per_s"),
+            "decode_at_depth": {str(d): med(runs, d, "decode_tokens_per_s") for d in DEPTHS},
             "prefill_tokens_per_s": {str(n): med(runs, n, "prefill_tokens_per_s") for n in LENGTHS},
             "prompt_tokens": {str(n): runs[0]["prompt_lengths"][str(n)]["prompt_tokens"] for n in LENGTHS},
-            "adapter_decode_tokens_per_s": med(plain, LENGTHS[0], "decode_tokens_per_s"),
+            "adapter_decode_tokens_per_s": med(plain, DEPTHS[0], "decode_tokens_per_s"),
             "adapter_prefill_tokens_per_s": {str(n): med(plain, n, "prefill_tokens_per_s") for n in LENGTHS},
             "quantization": manifest.quantization,
         }
@@ -257,6 +261,7 @@ def measure_model(key: str, checkpoint: Path, ours: list[Path], tools: NativeToo
                                 "ppl_base": q["reference_perplexity"], "same_top_p": q["agreement"]}
         systems[f"ours {manifest.backend} {manifest.quantization['name']}"] = entry
     for entry in systems.values():
+        entry["decode_tokens_per_s"] = entry["decode_at_depth"][str(DEPTHS[0])]  # the targets' figure
         if entry["decode_tokens_per_s"]:
             entry["bandwidth_fraction"] = entry["weight_bytes"] * entry["decode_tokens_per_s"] / bandwidth
     return {"checkpoint": str(checkpoint), "synthetic_weights": synthetic, "systems": systems,
@@ -270,6 +275,8 @@ def targets(systems: dict[str, Any]) -> dict[str, Any]:
         return {}
     out: dict[str, Any] = {
         "decode_ratio": ours["decode_tokens_per_s"] / peer["decode_tokens_per_s"],
+        "decode_ratio_at_depth": {d: ours["decode_at_depth"][d] / peer["decode_at_depth"][d]
+                                  for d in ours["decode_at_depth"] if ours["decode_at_depth"][d] and peer["decode_at_depth"].get(d)},
         "size_ratio": ours["size_bytes"] / peer["size_bytes"],
         "bandwidth_fraction": ours.get("bandwidth_fraction"),
     }
@@ -286,7 +293,8 @@ def targets(systems: dict[str, Any]) -> dict[str, Any]:
 def report(results: dict[str, Any]) -> str:
     lines = [f"llama.cpp {results['llama_cpp']['variant']} (build {results['llama_cpp'].get('build_commit')}), "
              f"{results['threads']} threads, {results['machine']['cpu']}; read bandwidth "
-             f"{results['bandwidth']['bytes_per_s'] / 1e9:.1f} GB/s. Prompt {LENGTHS} tokens, {NEW} new tokens; "
+             f"{results['bandwidth']['bytes_per_s'] / 1e9:.1f} GB/s. Prefill of {LENGTHS} tokens from an empty cache; "
+             f"decode of {NEW} tokens after {' and after '.join(map(str, DEPTHS))} tokens in the cache; "
              f"medians over {results['rounds']} alternating rounds.", ""]
     for key, model in results["models"].items():
         lines.append(f"### {key}{' (synthetic weights: speed only)' if model['synthetic_weights'] else ''}\n")
@@ -294,17 +302,19 @@ def report(results: dict[str, Any]) -> str:
         for name, e in model["systems"].items():
             q = e.get("quality", {})
             rows.append([name, e["runner"], e["size_bytes"] / 1e6, *(e["prefill_tokens_per_s"].get(str(n)) for n in LENGTHS),
-                         e["decode_tokens_per_s"], e.get("adapter_decode_tokens_per_s"),
+                         *(e["decode_at_depth"].get(str(d)) for d in DEPTHS), e.get("adapter_decode_tokens_per_s"),
                          100 * e["bandwidth_fraction"] if e.get("bandwidth_fraction") else None,
                          f"{100 * (q['ppl_ratio'] - 1):+.1f}%" if "ppl_ratio" in q else None,
                          f"{100 * q['same_top_p']:.1f}%" if "same_top_p" in q else None])
         lines.append(format_table(["system", "runner", "size MB", *(f"prefill {n} tok/s" for n in LENGTHS),
-                                   "decode tok/s", "adapter decode tok/s", "% of read bandwidth",
+                                   *(f"decode tok/s after {d}" for d in DEPTHS),
+                                   f"adapter decode tok/s after {DEPTHS[0]}", "% of read bandwidth",
                                    "perplexity vs F32", "same top-1"], rows, markdown=True))
         t = model["targets"]
         if t:
             lines.append("")
-            lines.append(f"ExecuTorch int4 (C++ runner) vs llama.cpp Q4_0: decode {t['decode_ratio']:.2f}x at "
+            deep = ", ".join(f"{r:.2f}x after {d}" for d, r in t.get("decode_ratio_at_depth", {}).items())
+            lines.append(f"ExecuTorch int4 (C++ runner) vs llama.cpp Q4_0: decode {deep or format(t['decode_ratio'], '.2f') + 'x'} at "
                          f"{t['size_ratio']:.2f}x the size; prefill " + ", ".join(
                              f"{n}: {t[f'prefill_{n}_ratio']:.2f}x" for n in LENGTHS if f"prefill_{n}_ratio" in t)
                          + f"; {100 * (t['bandwidth_fraction'] or 0):.0f}% of read bandwidth.")

@@ -135,20 +135,26 @@ def quantize(tools: NativeTools, source: Path, target: Path, qtype: str, threads
 
 
 def bench(tools: NativeTools, model: Path, *, threads: int, prompt_lengths: tuple[int, ...], new_tokens: int,
-          repeats: int) -> dict[str, Any]:
-    """llama-bench's own figures: tokens/s of prompt processing per length and of generation."""
-    out = run_tool(tools, "llama-bench", ["-m", str(model), "-t", str(threads), "-p", ",".join(map(str, prompt_lengths)),
-                                          "-n", str(new_tokens), "-r", str(repeats), "-o", "json"])
-    tests = json.loads(out[out.index("["):out.rindex("]") + 1])
-    figures: dict[str, Any] = {"prefill_tokens_per_s": {}, "model_bytes": tests[0]["model_size"],
-                               "build_commit": tests[0].get("build_commit")}
-    for t in tests:
-        samples = t["samples_ts"]
-        if t["n_gen"]:
-            figures["decode_tokens_per_s"] = {"mean": t["avg_ts"], "samples": samples}
-        else:
-            figures["prefill_tokens_per_s"][str(t["n_prompt"])] = {"mean": t["avg_ts"], "samples": samples}
+          depths: tuple[int, ...], repeats: int) -> dict[str, Any]:
+    """llama-bench's own figures: tokens/s of prompt processing per length (from an empty cache), and
+    of generating `new_tokens` after each of `depths` tokens already in the cache (its `-d`), so that
+    decode is timed at the positions ours is: after a prompt of that length."""
+    common = ["-m", str(model), "-t", str(threads), "-r", str(repeats), "-o", "json"]
+    prefill = _bench_tests(run_tool(tools, "llama-bench", [*common, "-p", ",".join(map(str, prompt_lengths)), "-n", "0"]))
+    decode = _bench_tests(run_tool(tools, "llama-bench", [*common, "-p", "0", "-n", str(new_tokens),
+                                                          "-d", ",".join(map(str, depths))]))
+    figures: dict[str, Any] = {"prefill_tokens_per_s": {}, "decode_tokens_per_s": {},
+                               "model_bytes": prefill[0]["model_size"], "build_commit": prefill[0].get("build_commit")}
+    for t in prefill:
+        figures["prefill_tokens_per_s"][str(t["n_prompt"])] = {"mean": t["avg_ts"], "samples": t["samples_ts"]}
+    for t in decode:
+        figures["decode_tokens_per_s"][str(t.get("n_depth", 0))] = {"mean": t["avg_ts"], "samples": t["samples_ts"]}
     return figures
+
+
+def _bench_tests(out: str) -> list[dict[str, Any]]:
+    """llama-bench's JSON list (it prints after log lines on the same streams)."""
+    return json.loads(out[out.index("["):out.rindex("]") + 1])
 
 
 STAT = {"ppl_ratio": r"Mean PPL\(Q\)/PPL\(base\)\s*:\s*([\d.]+)", "ppl": r"Mean PPL\(Q\)\s*:\s*([\d.]+)",

@@ -33,12 +33,41 @@ def test_a_tool_killed_by_sigill_is_reported_as_built_for_another_cpu(tmp_path):
         native.run_tool(tools, "llama-bench", [])
 
 
-def test_llama_bench_json_becomes_prefill_per_length_and_decode(tmp_path):
-    tests = [{"n_prompt": 32, "n_gen": 0, "avg_ts": 400.0, "samples_ts": [399.0, 401.0], "model_size": 91726080},
-             {"n_prompt": 128, "n_gen": 0, "avg_ts": 330.0, "samples_ts": [330.0], "model_size": 91726080},
-             {"n_prompt": 0, "n_gen": 64, "avg_ts": 87.0, "samples_ts": [86.0, 88.0], "model_size": 91726080}]
-    # llama-bench prints its JSON after log lines on the same streams.
-    tools = _tools(tmp_path, f"echo 'load_backend: loaded CPU backend' >&2\ncat <<'EOF'\n{json.dumps(tests)}\nEOF\n")
-    got = native.bench(tools, tmp_path / "m.gguf", threads=2, prompt_lengths=(32, 128), new_tokens=64, repeats=2)
+def test_llama_bench_json_becomes_prefill_per_length_and_decode_per_depth(tmp_path):
+    prefill = [{"n_prompt": 32, "n_gen": 0, "n_depth": 0, "avg_ts": 400.0, "samples_ts": [399.0, 401.0],
+                "model_size": 91726080},
+               {"n_prompt": 128, "n_gen": 0, "n_depth": 0, "avg_ts": 330.0, "samples_ts": [330.0], "model_size": 91726080}]
+    decode = [{"n_prompt": 0, "n_gen": 64, "n_depth": 32, "avg_ts": 87.0, "samples_ts": [86.0, 88.0], "model_size": 91726080},
+              {"n_prompt": 0, "n_gen": 64, "n_depth": 512, "avg_ts": 52.0, "samples_ts": [52.0], "model_size": 91726080}]
+    # llama-bench prints its JSON after log lines on the same streams; the decode call is the one with -d.
+    tools = _tools(tmp_path, "echo 'load_backend: loaded CPU backend' >&2\n"
+                             f"case \"$*\" in *' -d '*) echo '{json.dumps(decode)}';; *) echo '{json.dumps(prefill)}';; esac\n")
+    got = native.bench(tools, tmp_path / "m.gguf", threads=2, prompt_lengths=(32, 128), new_tokens=64,
+                       depths=(32, 512), repeats=2)
     assert got["prefill_tokens_per_s"]["32"]["mean"] == 400.0 and got["prefill_tokens_per_s"]["128"]["mean"] == 330.0
-    assert got["decode_tokens_per_s"]["samples"] == [86.0, 88.0] and got["model_bytes"] == 91726080
+    assert got["decode_tokens_per_s"]["32"]["samples"] == [86.0, 88.0] and got["decode_tokens_per_s"]["512"]["mean"] == 52.0
+    assert got["model_bytes"] == 91726080
+
+
+def test_peer_report_compares_decode_at_matching_depths():
+    """Ours after a prompt of N tokens against llama-bench -d N: the ratios are per depth, the
+    targets use the first depth, and the report says which depth each decode column is."""
+    from mobilellm_export.benchmarks.peers import llamacpp as peer
+
+    def system(runner, size, prefill, decode):
+        return {"runner": runner, "size_bytes": size, "weight_bytes": size, "quality": {},
+                "prefill_tokens_per_s": dict(zip(map(str, peer.LENGTHS), prefill)),
+                "decode_at_depth": dict(zip(map(str, peer.DEPTHS), decode)),
+                "decode_tokens_per_s": decode[0]}
+
+    systems = {"llama.cpp Q4_0": system("llama-bench", 100e6, (400.0, 440.0), (100.0, 50.0)),
+               "ours executorch int4": system("TextLLMRunner", 90e6, (200.0, 220.0), (130.0, 40.0))}
+    got = peer.targets(systems)
+    assert got["decode_ratio"] == pytest.approx(1.3)
+    assert got["decode_ratio_at_depth"] == {str(peer.DEPTHS[0]): pytest.approx(1.3), str(peer.DEPTHS[1]): pytest.approx(0.8)}
+    assert got["met"]["decode >= 1.25x Q4_0 at <= its size"] and not got["met"]["prefill 32 >= 1.0x"]
+    results = {"llama_cpp": {"variant": "native"}, "threads": 2, "machine": {"cpu": "x"}, "rounds": 1,
+               "bandwidth": {"bytes_per_s": 1e10}, "models": {"m": {"synthetic_weights": True, "systems": systems,
+                                                                   "targets": got}}}
+    text = peer.report(results)
+    assert f"decode tok/s after {peer.DEPTHS[1]}" in text and f"0.80x after {peer.DEPTHS[1]}" in text
