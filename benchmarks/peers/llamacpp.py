@@ -26,18 +26,16 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mobilellm_export.export.plan import artifact_folder
 from mobilellm_export.model.corpus import read_jsonl
 from mobilellm_export.model.sources import embedded_dir, load_model
 from mobilellm_export.runtimes.base import DecoderRuntime
-from mobilellm_export.runtimes.manifest import ArtifactError, read_manifest
+from mobilellm_export.runtimes.manifest import read_manifest
 from mobilellm_export.table import format_table
 
 from .. import results as result_files
