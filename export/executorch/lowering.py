@@ -43,9 +43,34 @@ def _tag_weights_external(program: torch.export.ExportedProgram) -> None:
             node.meta.setdefault("custom", {})["delegate_constant_tag"] = _DATA_TAG
 
 
-def lower(decoder: ExecuTorchDecoder, metadata: dict[str, Any], progress: Progress) -> Any:
-    """torch.export -> XNNPACK lowering -> ExecuTorch program with external weights."""
+def xnnpack_partitioner(*, all_passes: bool = False) -> Any:
+    """XNNPACK's partitioner; unless `all_passes`, its preprocessing cut to the one graph pass this
+    decoder needs.
+
+    XNNPACK's preprocess runs fourteen graph passes over every partition, and each pass retraces
+    the partition under fake tensors with the symbolic sequence length: that was half of the whole
+    export's time (a 135M int4 export: 48% of ~10 minutes). Most passes rewrite ops this decoder
+    never emits (convolutions, batch norm, upsampling, SDPA, concatenation, PReLU, padding, ReLU
+    fusion, max-pool indices, dim-order ops, which `_skip_dim_order` leaves out). Given the
+    compile spec `dqlinear_partitioner`, XnnpackBackend.preprocess runs only ConvertToLinearPass
+    (what ExecuTorch's dynamically quantized linear flow relies on). The program lowered so
+    computes the same logits bit for bit as with all passes; tests/export/test_executorch.py
+    checks that on every scheme, so an ExecuTorch release where a skipped pass matters fails
+    there, not on a phone.
+    """
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir.backend.compile_spec_schema import CompileSpec
+
+    partitioner = XnnpackPartitioner()
+    if not all_passes:
+        partitioner.delegation_spec.compile_specs.append(CompileSpec("dqlinear_partitioner", b""))
+    return partitioner
+
+
+def lower(decoder: ExecuTorchDecoder, metadata: dict[str, Any], progress: Progress, *,
+          all_xnnpack_passes: bool = False) -> Any:
+    """torch.export -> XNNPACK lowering -> ExecuTorch program with external weights.
+    `all_xnnpack_passes`: XNNPACK's full preprocessing, the reference the tests compare with."""
     from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge
     from executorch.exir.passes import MemoryPlanningPass
     from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
@@ -69,7 +94,7 @@ def lower(decoder: ExecuTorchDecoder, metadata: dict[str, Any], progress: Progre
         compile_config=EdgeCompileConfig(_check_ir_validity=False, _skip_dim_order=True,
                                          preserve_ops=[torch.ops.aten.linear.default]),
         constant_methods=metadata,
-    ).to_backend(XnnpackPartitioner())
+    ).to_backend(xnnpack_partitioner(all_passes=all_xnnpack_passes))
     progress.step("serializing the ExecuTorch program")
     return edge.to_executorch(ExecutorchBackendConfig(
         extract_delegate_segments=True,

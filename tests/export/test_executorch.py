@@ -216,3 +216,40 @@ def test_stored_weights_are_the_stages_codes(int4, small_ls):
         else:
             assert weight.codes.numpy().tobytes() in buffers, name
             assert weight.scales.numpy().tobytes() in buffers, name
+
+
+@pytest.mark.parametrize("scheme", ["fp32", "int8", "int4"])
+def test_lowering_with_one_xnnpack_pass_computes_what_all_passes_compute(tmp_path, scheme):
+    """The export runs XNNPACK's preprocessing with ConvertToLinearPass alone (half the export
+    time); the program must compute the same logits, bit for bit, as one lowered with all of
+    XNNPACK's passes, through a prefill and decode steps (one block: lowering is slow)."""
+    import copy
+
+    from executorch.exir._serialize._program import deserialize_pte_binary
+
+    from mobilellm_export.export.executorch.decoder import build_decoder
+    from mobilellm_export.export.executorch.lowering import (DATA_FILE, PROGRAM_FILE, lower, runner_metadata,
+                                                             write_program)
+    from mobilellm_export.progress import Progress
+    from mobilellm_export.quant.schemes import get_scheme
+    from mobilellm_export.quant.stage import quantize
+    from mobilellm_export.runtimes.executorch_runtime import ExecuTorchRuntime
+
+    get_backend("executorch").require()  # registers ExecuTorch's llama:: ops
+    model = random_model(small_config(n_layers=1))
+    quantized = quantize(model, get_scheme(scheme))
+    logits, specs = [], []
+    for all_passes in (False, True):
+        out = tmp_path / f"all-{all_passes}"
+        out.mkdir()
+        decoder = build_decoder(copy.deepcopy(model), quantized, 64)
+        write_program(lower(decoder, runner_metadata(model.config, 64), Progress(quiet=True),
+                            all_xnnpack_passes=all_passes), out)
+        delegates = deserialize_pte_binary((out / PROGRAM_FILE).read_bytes()).program.execution_plan[0].delegates
+        specs.append({spec.key for delegate in delegates for spec in delegate.compile_specs})
+        runtime = ExecuTorchRuntime(out / PROGRAM_FILE, out / DATA_FILE)
+        steps = [runtime.forward([5, 17, 99, 3], 0)]
+        steps += [runtime.forward([token], 4 + i) for i, token in enumerate((8, 200, 41))]
+        logits.append(torch.stack(steps))
+    assert specs == [{"dqlinear_partitioner"}, set()]  # the two lowerings did differ
+    assert torch.equal(logits[0], logits[1])
