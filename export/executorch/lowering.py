@@ -53,7 +53,8 @@ def xnnpack_partitioner(*, all_passes: bool = False) -> Any:
     never emits (convolutions, batch norm, upsampling, SDPA, concatenation, PReLU, padding, ReLU
     fusion, max-pool indices, dim-order ops, which `_skip_dim_order` leaves out). Given the
     compile spec `dqlinear_partitioner`, XnnpackBackend.preprocess runs only ConvertToLinearPass
-    (what ExecuTorch's dynamically quantized linear flow relies on). The program lowered so
+    (a switch preprocess reads; ExecuTorch 1.5.1's own partitioners no longer set it, so it is
+    not a promise of the API, and the test below is what holds it). The program lowered so
     computes the same logits bit for bit as with all passes; tests/export/test_executorch.py
     checks that on every scheme, so an ExecuTorch release where a skipped pass matters fails
     there, not on a phone.
