@@ -47,17 +47,16 @@ def xnnpack_partitioner(*, all_passes: bool = False) -> Any:
     """XNNPACK's partitioner; unless `all_passes`, its preprocessing cut to the one graph pass this
     decoder needs.
 
-    XNNPACK's preprocess runs fourteen graph passes over every partition, and each pass retraces
+    XNNPACK's preprocess runs about fifteen graph passes over every partition, and each retraces
     the partition under fake tensors with the symbolic sequence length: that was half of the whole
     export's time (a 135M int4 export: 48% of ~10 minutes). Most passes rewrite ops this decoder
     never emits (convolutions, batch norm, upsampling, SDPA, concatenation, PReLU, padding, ReLU
     fusion, max-pool indices, dim-order ops, which `_skip_dim_order` leaves out). Given the
     compile spec `dqlinear_partitioner`, XnnpackBackend.preprocess runs only ConvertToLinearPass
     (a switch preprocess reads; ExecuTorch 1.5.1's own partitioners no longer set it, so it is
-    not a promise of the API, and the test below is what holds it). The program lowered so
-    computes the same logits bit for bit as with all passes; tests/export/test_executorch.py
-    checks that on every scheme, so an ExecuTorch release where a skipped pass matters fails
-    there, not on a phone.
+    not a promise of the API). The program lowered so computes the same logits bit for bit as
+    with all passes; tests/export/test_executorch.py checks that on every scheme, so an ExecuTorch
+    release where a skipped pass matters fails there, not on a phone.
     """
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir.backend.compile_spec_schema import CompileSpec
