@@ -7,7 +7,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from mobilellm_export.errors import UnsupportedError
+from mobilellm_export.model.modeling import MobileLLM
 from mobilellm_export.model.sources import LoadedModel
 from mobilellm_export.progress import Progress
 from mobilellm_export.quant.calibration import Calibration, calibration
@@ -76,8 +79,7 @@ def export_artifact(loaded: LoadedModel, backend: Backend, request: ExportReques
     quantized = (quantizer or Quantizer(loaded, progress))(request.scheme, request.method)
 
     def build(tmp: Path) -> dict[str, Any]:
-        # Backends may change the modules they wrap; each export works on its own copy.
-        model = copy.deepcopy(loaded.model)
+        model = _working_copy(loaded.model)
         result = backend.export(model, quantized, request, tmp, progress)
         tokenizer = _copy_tokenizer(loaded, tmp)
         return {
@@ -98,6 +100,16 @@ def export_artifact(loaded: LoadedModel, backend: Backend, request: ExportReques
 
     progress.step(f"exporting {loaded.label} to {backend.name} {request.scheme.name} -> {target}")
     return write_artifact(target, build, overwrite=overwrite)
+
+
+def _working_copy(model: MobileLLM) -> MobileLLM:
+    """The module tree a backend may change (swap modules, replace a Parameter or its `.data`, as
+    `Module.to` does), over the same weight storage: a full deep copy held a second float32 model
+    through lowering, a quarter of a 125M export's peak memory. No backend writes into a weight
+    in place; tests/export/test_pipeline.py holds every backend to that."""
+    memo: dict[int, Any] = {id(p): torch.nn.Parameter(p.detach(), requires_grad=p.requires_grad)
+                            for p in model.parameters()}
+    return copy.deepcopy(model, memo)
 
 
 def _copy_tokenizer(loaded: LoadedModel, out: Path) -> str | None:

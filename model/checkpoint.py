@@ -245,8 +245,16 @@ def load_state_into(model: MobileLLM, tensors: dict[str, torch.Tensor]) -> None:
             bad = int((~torch.isfinite(value)).sum())
             raise CheckpointError(f"tensor {name!r} holds {bad} NaN or infinite value(s); the checkpoint is damaged")
     with torch.no_grad():
-        for name, param in model.state_dict().items():
-            param.copy_(tensors[_hf_name(name, layout)])
+        for name, param in model.named_parameters():
+            value = tensors[_hf_name(name, layout)]
+            if not param.is_meta:
+                param.copy_(value)
+                continue
+            # An empty-weights model takes the checkpoint's tensors themselves (converted only if
+            # they are not float32), so the weights are in memory once.
+            owner, _, attribute = name.rpartition(".")
+            setattr(model.get_submodule(owner), attribute,
+                    torch.nn.Parameter(value.to(torch.float32).contiguous(), requires_grad=param.requires_grad))
 
 
 def _natural(name: str) -> list[object]:
@@ -263,7 +271,7 @@ def load_checkpoint(directory: Path, *, source: str | None = None, max_context: 
     config = config_from_hf(data)
     _check_size(config, directory)
     tensors = read_weights(directory)
-    model = MobileLLM(config, max_context=max_context)
+    model = MobileLLM(config, max_context=max_context, empty_weights=True)
     load_state_into(model, tensors)
     model.eval()
     return Checkpoint(model=model, config=config, directory=directory, source=source or str(directory),

@@ -24,6 +24,7 @@ on how many tokens are cached, which is what `torch.export` and the phone runtim
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -208,18 +209,22 @@ class MobileLLM(nn.Module):
     """
 
     def __init__(self, config: MobileLLMConfig, *, max_context: int | None = None, max_batch: int = 1,
-                 cache_dtype: torch.dtype = torch.float32) -> None:
+                 cache_dtype: torch.dtype = torch.float32, empty_weights: bool = False) -> None:
+        """`empty_weights`: parameters on the meta device, for a loader that assigns the
+        checkpoint's tensors (random initial values would be a second copy of the model in memory
+        for a moment, the peak of an export's loading). Buffers are always real."""
         super().__init__()
         self.config = config
         self.max_context = max_context or config.max_seq_len
         if not 2 <= self.max_context <= config.max_seq_len:
             raise ConfigError(f"context length {self.max_context} is outside 2..{config.max_seq_len} (the model's maximum)")
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.dim)
-        self.layers = nn.ModuleList(DecoderLayer(config, b) for b in range(config.n_layers))
-        self.norm = RMSNorm(config.dim, config.norm_eps)
-        # With embedding sharing there is no lm_head parameter at all: the projection reads the
-        # embedding matrix, so no code path can store or quantize a second copy by accident.
-        self.lm_head = None if config.share_embedding else nn.Linear(config.dim, config.vocab_size, bias=False)
+        with torch.device("meta") if empty_weights else contextlib.nullcontext():
+            self.embed_tokens = nn.Embedding(config.vocab_size, config.dim)
+            self.layers = nn.ModuleList(DecoderLayer(config, b) for b in range(config.n_layers))
+            self.norm = RMSNorm(config.dim, config.norm_eps)
+            # With embedding sharing there is no lm_head parameter at all: the projection reads the
+            # embedding matrix, so no code path can store or quantize a second copy by accident.
+            self.lm_head = None if config.share_embedding else nn.Linear(config.dim, config.vocab_size, bias=False)
         self.caches = nn.ModuleList(
             KVCache(max_batch, config.n_kv_heads, self.max_context, config.head_dim, cache_dtype)
             for _ in range(config.n_executed_layers)
