@@ -69,6 +69,10 @@ class Backend(ABC):
     compute_units: ClassVar[tuple[str, ...]] = ()  # --compute-units values it records for apps (none: not taken)
     compute_precisions: ClassVar[tuple[str, ...]] = ()  # --compute-precision values, the default first (none: not taken)
     requires: ClassVar[tuple[str, ...]]  # modules the export needs (optional dependencies)
+    # Whether export() reads the float value of a matrix the quantization stage replaced by codes
+    # (a backend that traces the float model and swaps its constants afterwards does). When no
+    # export of a run does, the run frees those floats before lowering (pipeline.free_replaced_floats).
+    reads_replaced_floats: ClassVar[bool] = True
     install_hint: ClassVar[str]  # what to install when one is missing
 
     def require(self) -> None:

@@ -139,7 +139,7 @@ def cmd_export(args: argparse.Namespace, progress: Progress) -> int:
 
 def _export(args: argparse.Namespace, spec: ExportSpec, planned: list[PlannedExport], output: Path,
             progress: Progress) -> int:
-    from mobilellm_export.export.pipeline import Quantizer, export_artifact
+    from mobilellm_export.export.pipeline import Quantizer, export_artifact, free_replaced_floats
     from mobilellm_export.export.plan import check_model, resolve_context
     from mobilellm_export.model.sources import load_model
 
@@ -153,6 +153,14 @@ def _export(args: argparse.Namespace, spec: ExportSpec, planned: list[PlannedExp
               "artifacts will have none: the apps, `generate` and the stock runners need one", file=sys.stderr)
     # Codes computed once per scheme, for every backend.
     quantizer = Quantizer(loaded, progress, calibration_file=spec.calibration_file)
+    if not any(p.backend.reads_replaced_floats for p in planned):
+        # Every export of this run serializes the stage's codes, and nothing here reads the float
+        # model afterwards: quantize every scheme first, then free the floats the codes replaced,
+        # so lowering does not carry them through its peak.
+        stage = [quantizer(r.scheme, r.method) for r in (p.request(context) for p in planned)]
+        freed = free_replaced_floats(loaded, stage)
+        if freed:
+            progress.step(f"freed {freed / 1e6:.0f} MB of float weights the codes replace")
     for p in planned:
         target = output / p.folder
         manifest = export_artifact(loaded, p.backend, p.request(context), target, overwrite=args.overwrite,

@@ -46,6 +46,7 @@ class ExecuTorchBackend(Backend):
     requires = ("executorch.exir", "executorch.extension.llm.custom_ops.custom_ops",
                 "executorch.exir.passes._quant_patterns_and_replacements")
     install_hint = "the executorch package (pip install executorch==1.5.1)"
+    reads_replaced_floats = False  # quantized linears and the shared matrix come from the codes
 
     def export(self, model: MobileLLM, quantized: QuantizedModel, request: ExportRequest, out_dir: Path,
                progress: Progress) -> ExportResult:

@@ -192,7 +192,8 @@ def _install_codes(model: MobileLLM, quantized: QuantizedModel) -> None:
 
 def shared_matrix_modules(model: MobileLLM, quantized: QuantizedModel) -> tuple[nn.Module, nn.Linear]:
     """The lookup and the output projection over the one stored matrix."""
-    lm_head = nn.Linear(model.config.dim, model.config.vocab_size, bias=False)
+    # On the meta device: its weight is replaced just below, so no random matrix is allocated.
+    lm_head = nn.Linear(model.config.dim, model.config.vocab_size, bias=False, device="meta")
     weight = quantized.embedding
     if weight is None:
         lm_head.weight = model.embed_tokens.weight  # the same Parameter: one constant

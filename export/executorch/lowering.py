@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from mobilellm_export.model.config import MobileLLMConfig
 from mobilellm_export.progress import Progress
 
 from .decoder import ExecuTorchDecoder
+from .partitioning import lean_dependency_index
 
 _DATA_TAG = "model"  # ExecuTorch names the external data file "<tag>.ptd"
 PROGRAM_FILE = "model.pte"
@@ -68,9 +70,10 @@ def xnnpack_partitioner(*, all_passes: bool = False) -> Any:
 
 
 def lower(decoder: ExecuTorchDecoder, metadata: dict[str, Any], progress: Progress, *,
-          all_xnnpack_passes: bool = False) -> Any:
+          all_xnnpack_passes: bool = False, stock_dependency_index: bool = False) -> Any:
     """torch.export -> XNNPACK lowering -> ExecuTorch program with external weights.
-    `all_xnnpack_passes`: XNNPACK's full preprocessing, the reference the tests compare with."""
+    `all_xnnpack_passes`, `stock_dependency_index`: XNNPACK's full preprocessing and ExecuTorch's
+    own partitioner index (see partitioning.py), the references the tests compare with."""
     from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge
     from executorch.exir.passes import MemoryPlanningPass
     from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
@@ -94,7 +97,9 @@ def lower(decoder: ExecuTorchDecoder, metadata: dict[str, Any], progress: Progre
         compile_config=EdgeCompileConfig(_check_ir_validity=False, _skip_dim_order=True,
                                          preserve_ops=[torch.ops.aten.linear.default]),
         constant_methods=metadata,
-    ).to_backend(xnnpack_partitioner(all_passes=all_xnnpack_passes))
+    )
+    with contextlib.nullcontext() if stock_dependency_index else lean_dependency_index():
+        edge = edge.to_backend(xnnpack_partitioner(all_passes=all_xnnpack_passes))
     progress.step("serializing the ExecuTorch program")
     return edge.to_executorch(ExecutorchBackendConfig(
         extract_delegate_segments=True,

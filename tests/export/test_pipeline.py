@@ -1,17 +1,24 @@
-"""The export pipeline hands each backend a working copy of the model that shares the weights'
-storage (a deep copy was a second float32 model in memory through lowering). That is only safe
-while no backend writes into a weight in place: these tests hold every backend to it."""
+"""What the export pipeline does to keep an export's memory down, and what backends must do for it.
+
+Each backend gets a working copy of the model that shares the weights' storage (a deep copy was
+a second float32 model in memory through lowering), which is only safe while no backend writes
+into a weight in place. A run whose backends all serialize the quantization stage's codes frees
+the float matrices those codes replace; a backend that says it never reads them must write the
+same bytes without them."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
 
 from mobilellm_export.export import pipeline
 from mobilellm_export.export.contract import ExportRequest
-from mobilellm_export.export.registry import get_backend
+from mobilellm_export.export.registry import BACKENDS, get_backend
 from mobilellm_export.model.checkpoint import Checkpoint
 from mobilellm_export.model.sources import LoadedModel
+from mobilellm_export.progress import Progress
 from mobilellm_export.quant.schemes import get_scheme
 
 from ..conftest import random_model, small_config
@@ -50,3 +57,33 @@ def test_exports_leave_the_loaded_weights_as_they_were(tmp_path, backend, scheme
     pipeline.export_artifact(_loaded(model), get_backend(backend), request, tmp_path / "a")
     for name, param in model.named_parameters():
         assert param.dtype == torch.float32 and torch.equal(param, before[name]), name
+
+
+def _files(directory) -> dict[str, bytes]:
+    """Every file's bytes; the manifest without its creation time."""
+    files = {str(p.relative_to(directory)): p.read_bytes() for p in directory.rglob("*") if p.is_file()}
+    manifest = json.loads(files.pop("manifest.json"))
+    manifest.pop("created")
+    return {**files, "manifest.json": json.dumps(manifest, sort_keys=True).encode()}
+
+
+@pytest.mark.parametrize("backend", [b.name for b in BACKENDS.values() if not b.reads_replaced_floats])
+def test_backends_that_say_so_export_the_same_bytes_without_the_replaced_floats(tmp_path, backend):
+    request = ExportRequest(get_scheme("int4"), 32, method="rtn")
+    pipeline.export_artifact(_loaded(random_model(small_config())), get_backend(backend), request, tmp_path / "a")
+    loaded = _loaded(random_model(small_config()))
+    quantizer = pipeline.Quantizer(loaded, Progress(quiet=True))
+    freed = pipeline.free_replaced_floats(loaded, [quantizer(request.scheme, request.method)])
+    linears = [p for name, p in loaded.model.named_parameters() if name.endswith("proj.weight")]
+    assert freed == 4 * sum(p.numel() for p in linears) and all(p.is_meta for p in linears)
+    assert not loaded.model.embed_tokens.weight.is_meta  # the shared matrix is also the float lookup
+    pipeline.export_artifact(loaded, get_backend(backend), request, tmp_path / "b", quantizer=quantizer)
+    assert _files(tmp_path / "a") == _files(tmp_path / "b")
+
+
+def test_only_floats_every_scheme_of_the_run_replaced_are_freed():
+    loaded = _loaded(random_model(small_config()))
+    quantizer = pipeline.Quantizer(loaded, Progress(quiet=True))
+    runs = [quantizer(get_scheme(name), "rtn") for name in ("int4", "fp32")]
+    assert pipeline.free_replaced_floats(loaded, runs) == 0
+    assert not any(p.is_meta for p in loaded.model.parameters())

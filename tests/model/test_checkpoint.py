@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mobilellm_export.errors import CheckpointError
-from mobilellm_export.model.checkpoint import load_checkpoint
+from mobilellm_export.model.checkpoint import _read_safetensors, load_checkpoint
 from mobilellm_export.model.reference import EagerRuntime
 from mobilellm_export.runtimes.generate import generate
 
@@ -118,6 +118,42 @@ def test_truncated_weights_file_is_refused(ls_checkpoint):
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
         load_checkpoint(ls_checkpoint)
+
+
+def test_safetensors_are_read_as_the_safetensors_library_reads_them(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    gen = torch.Generator().manual_seed(0)
+    written = {
+        "f32": torch.randn(3, 5, generator=gen), "bf16": torch.randn(4, 2, generator=gen).to(torch.bfloat16),
+        "f16": torch.randn(7, generator=gen).half(), "i64": torch.arange(6).reshape(2, 3), "scalar": torch.tensor(2.5),
+        "empty": torch.zeros(0, 4), "flags": torch.tensor([True, False, True]),
+    }
+    save_file(written, str(tmp_path / "w.safetensors"), metadata={"format": "pt"})
+    ours, theirs = _read_safetensors(tmp_path / "w.safetensors"), load_file(str(tmp_path / "w.safetensors"))
+    assert ours.keys() == theirs.keys()
+    for name, tensor in theirs.items():
+        assert ours[name].dtype == tensor.dtype and torch.equal(ours[name], tensor), name
+    # A buffer each, so that dropping one tensor gives its memory back (see _read_safetensors).
+    stored = [t.untyped_storage() for t in ours.values() if t.numel()]
+    assert len({s.data_ptr() for s in stored}) == len(stored)
+    assert all(s.nbytes() == t.numel() * t.element_size() for s, t in zip(stored, [t for t in ours.values() if t.numel()]))
+
+
+@pytest.mark.parametrize("damage", [
+    lambda b: b[:4],  # no header length
+    lambda b: (10**12).to_bytes(8, "little") + b[8:],  # a header longer than the file
+    lambda b: b[:8] + b"\xff" * 10 + b[18:],  # a header that is not JSON
+    lambda b: b[: len(b) - 3],  # the last tensor cut short
+])
+def test_damaged_safetensors_are_one_clear_error(tmp_path, damage):
+    from safetensors.torch import save_file
+
+    save_file({"a": torch.ones(4, 4), "b": torch.ones(8)}, str(tmp_path / "w.safetensors"))
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(CheckpointError, match="w.safetensors: corrupt or truncated safetensors file"):
+        _read_safetensors(path)
 
 
 def test_truncated_pytorch_bin_is_refused(ls_checkpoint):
