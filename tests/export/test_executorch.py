@@ -253,3 +253,58 @@ def test_lowering_with_one_xnnpack_pass_computes_what_all_passes_compute(tmp_pat
         logits.append(torch.stack(steps))
     assert specs == [{"dqlinear_partitioner"}, set()]  # the two lowerings did differ
     assert torch.equal(logits[0], logits[1])
+
+
+def test_downstream_bits_hold_the_stock_viewers_sets():
+    """partitioning.DownstreamBits against ExecuTorch's own _DependencyViewer, node by node, on an
+    exported decoder's graph."""
+    from executorch.exir.backend.canonical_partitioners.group_partitioner import _DependencyViewer
+
+    from mobilellm_export.export.executorch.partitioning import DownstreamBits
+
+    model = random_model(small_config(n_layers=2))
+    program = torch.export.export(model, (torch.tensor([[1, 2, 3]]), torch.tensor([0])), strict=False)
+    stock, ours = _DependencyViewer(program.graph_module), DownstreamBits(program.graph_module)
+    nodes = list(program.graph.nodes)
+    assert len(nodes) > 100
+    for node in nodes:
+        found = list(ours.downstreams_of(node))
+        assert len(found) == len(set(found)) and set(found) == stock.downstreams_of(node), node.name
+
+
+def test_lowering_with_the_lean_partitioner_index_writes_the_same_program(tmp_path, monkeypatch):
+    import copy
+
+    from executorch.exir.backend.canonical_partitioners import group_partitioner
+
+    from mobilellm_export.export.executorch import partitioning
+    from mobilellm_export.export.executorch.decoder import build_decoder
+    from mobilellm_export.export.executorch.lowering import lower, runner_metadata, write_program
+    from mobilellm_export.progress import Progress
+    from mobilellm_export.quant.schemes import get_scheme
+    from mobilellm_export.quant.stage import quantize
+
+    built_lean = []
+
+    class Counted(partitioning.DownstreamBits):
+        def __init__(self, graph_module):
+            built_lean.append(graph_module)
+            super().__init__(graph_module)
+
+    monkeypatch.setattr(partitioning, "DownstreamBits", Counted)
+    get_backend("executorch").require()
+    model = random_model(small_config(n_layers=2))
+    quantized = quantize(model, get_scheme("int4"))
+    stock_viewer = group_partitioner._DependencyViewer
+    programs = []
+    for stock in (False, True):
+        out = tmp_path / f"stock-{stock}"
+        out.mkdir()
+        decoder = build_decoder(copy.deepcopy(model), quantized, 64)
+        write_program(lower(decoder, runner_metadata(model.config, 64), Progress(quiet=True),
+                            stock_dependency_index=stock), out)
+        programs.append({p.name: p.read_bytes() for p in out.iterdir()})
+        assert group_partitioner._DependencyViewer is stock_viewer  # restored after lowering
+        if not stock:
+            assert built_lean  # the lean index was the one built
+    assert programs[0] == programs[1]
