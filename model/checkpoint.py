@@ -256,7 +256,8 @@ def _merge(parts: Any) -> dict[str, torch.Tensor]:
 
 
 def load_state_into(model: MobileLLM, tensors: dict[str, torch.Tensor]) -> None:
-    """Copy HF-named `tensors` into `model`, refusing anything missing, extra or mis-shaped."""
+    """Put HF-named `tensors` into `model`, refusing anything missing, extra or mis-shaped: copied
+    into existing parameters, taken as the parameters themselves where they are on the meta device."""
     tensors = {k: v for k, v in tensors.items() if not _IGNORED_TENSORS.match(k)}
     layout = model.config.checkpoint_layout
     if layout == "llama4_text":

@@ -87,3 +87,16 @@ def test_only_floats_every_scheme_of_the_run_replaced_are_freed():
     runs = [quantizer(get_scheme(name), "rtn") for name in ("int4", "fp32")]
     assert pipeline.free_replaced_floats(loaded, runs) == 0
     assert not any(p.is_meta for p in loaded.model.parameters())
+
+
+# fp32 in the run: its export reads every float; Core ML traces the float model (reads_replaced_floats).
+@pytest.mark.parametrize("backends, quants, freed", [
+    (["onnx"], ["int4"], True), (["onnx"], ["int4", "fp32"], False), (["onnx", "coreml"], ["int4"], False),
+])
+def test_the_export_command_frees_replaced_floats_only_when_no_export_of_the_run_reads_them(
+        tmp_path, capsys, backends, quants, freed):
+    from mobilellm_export.cli import main
+
+    args = [a for b in backends for a in ("--backend", b)] + [a for q in quants for a in ("--quant", q)]
+    assert main(["export", *args, "--method", "rtn", "--output", str(tmp_path)]) == 0
+    assert ("MB of float weights the codes replace" in capsys.readouterr().err) == freed
