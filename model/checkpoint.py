@@ -11,6 +11,7 @@ be present with the right shape; anything missing, mis-shaped, unexpected or unr
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import sys
@@ -185,10 +186,11 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
                     begin, end = (int(n) for n in entry["data_offsets"])
                 except (KeyError, TypeError, ValueError):
                     raise corrupt(f"tensor {name!r} has a malformed or unsupported header entry") from None
-                tensor = torch.empty(shape, dtype=dtype)
-                nbytes = tensor.numel() * tensor.element_size()
+                # Checked before allocating: a damaged header may ask for a negative or huge shape.
+                nbytes = math.prod(shape) * dtype.itemsize
                 if min(shape, default=0) < 0 or end - begin != nbytes or begin < 0 or 8 + length + end > size:
                     raise corrupt(f"tensor {name!r} lies outside the file or has the wrong size")
+                tensor = torch.empty(shape, dtype=dtype)
                 f.seek(8 + length + begin)
                 if nbytes and f.readinto(tensor.reshape(-1).view(torch.uint8).numpy()) != nbytes:
                     raise corrupt(f"tensor {name!r} is cut short")

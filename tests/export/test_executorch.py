@@ -218,19 +218,28 @@ def test_stored_weights_are_the_stages_codes(int4, small_ls):
             assert weight.scales.numpy().tobytes() in buffers, name
 
 
+def _lower_into(out, model, quantized, **options):
+    """`model` with `quantized`'s codes lowered with `options` and written into `out` (context 64)."""
+    import copy
+
+    from mobilellm_export.export.executorch.decoder import build_decoder
+    from mobilellm_export.export.executorch.lowering import lower, runner_metadata, write_program
+    from mobilellm_export.progress import Progress
+
+    out.mkdir()
+    decoder = build_decoder(copy.deepcopy(model), quantized, 64)
+    write_program(lower(decoder, runner_metadata(model.config, 64), Progress(quiet=True), **options), out)
+    return out
+
+
 @pytest.mark.parametrize("scheme", ["fp32", "int8", "int4"])
 def test_lowering_with_one_xnnpack_pass_computes_what_all_passes_compute(tmp_path, scheme):
     """The export runs XNNPACK's preprocessing with ConvertToLinearPass alone (half the export
     time); the program must compute the same logits, bit for bit, as one lowered with all of
     XNNPACK's passes, through a prefill and decode steps (one block: lowering is slow)."""
-    import copy
-
     from executorch.exir._serialize._program import deserialize_pte_binary
 
-    from mobilellm_export.export.executorch.decoder import build_decoder
-    from mobilellm_export.export.executorch.lowering import (DATA_FILE, PROGRAM_FILE, lower, runner_metadata,
-                                                             write_program)
-    from mobilellm_export.progress import Progress
+    from mobilellm_export.export.executorch.lowering import DATA_FILE, PROGRAM_FILE
     from mobilellm_export.quant.schemes import get_scheme
     from mobilellm_export.quant.stage import quantize
     from mobilellm_export.runtimes.executorch_runtime import ExecuTorchRuntime
@@ -240,11 +249,7 @@ def test_lowering_with_one_xnnpack_pass_computes_what_all_passes_compute(tmp_pat
     quantized = quantize(model, get_scheme(scheme))
     logits, specs = [], []
     for all_passes in (False, True):
-        out = tmp_path / f"all-{all_passes}"
-        out.mkdir()
-        decoder = build_decoder(copy.deepcopy(model), quantized, 64)
-        write_program(lower(decoder, runner_metadata(model.config, 64), Progress(quiet=True),
-                            all_xnnpack_passes=all_passes), out)
+        out = _lower_into(tmp_path / f"all-{all_passes}", model, quantized, all_xnnpack_passes=all_passes)
         delegates = deserialize_pte_binary((out / PROGRAM_FILE).read_bytes()).program.execution_plan[0].delegates
         specs.append({spec.key for delegate in delegates for spec in delegate.compile_specs})
         runtime = ExecuTorchRuntime(out / PROGRAM_FILE, out / DATA_FILE)
@@ -273,14 +278,9 @@ def test_downstream_bits_hold_the_stock_viewers_sets():
 
 
 def test_lowering_with_the_lean_partitioner_index_writes_the_same_program(tmp_path, monkeypatch):
-    import copy
-
     from executorch.exir.backend.canonical_partitioners import group_partitioner
 
     from mobilellm_export.export.executorch import partitioning
-    from mobilellm_export.export.executorch.decoder import build_decoder
-    from mobilellm_export.export.executorch.lowering import lower, runner_metadata, write_program
-    from mobilellm_export.progress import Progress
     from mobilellm_export.quant.schemes import get_scheme
     from mobilellm_export.quant.stage import quantize
 
@@ -298,11 +298,7 @@ def test_lowering_with_the_lean_partitioner_index_writes_the_same_program(tmp_pa
     stock_viewer = group_partitioner._DependencyViewer
     programs = []
     for stock in (False, True):
-        out = tmp_path / f"stock-{stock}"
-        out.mkdir()
-        decoder = build_decoder(copy.deepcopy(model), quantized, 64)
-        write_program(lower(decoder, runner_metadata(model.config, 64), Progress(quiet=True),
-                            stock_dependency_index=stock), out)
+        out = _lower_into(tmp_path / f"stock-{stock}", model, quantized, stock_dependency_index=stock)
         programs.append({p.name: p.read_bytes() for p in out.iterdir()})
         assert group_partitioner._DependencyViewer is stock_viewer  # restored after lowering
         if not stock:
