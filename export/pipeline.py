@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from mobilellm_export.errors import UnsupportedError
-from mobilellm_export.model.modeling import MobileLLM
+from mobilellm_export.model.modeling import MobileLLM, replace_parameter
 from mobilellm_export.model.sources import LoadedModel
 from mobilellm_export.progress import Progress
 from mobilellm_export.quant.calibration import Calibration, calibration
@@ -117,13 +117,12 @@ def free_replaced_floats(loaded: LoadedModel, quantized: list[QuantizedModel]) -
     names = set.intersection(*(set(q.weights) for q in quantized)) - {EMBEDDING}
     freed = 0
     for name in sorted(names):
-        owner, _, attribute = name.rpartition(".")
-        module = loaded.model.get_submodule(owner)
-        old = getattr(module, attribute)
+        old = loaded.model.get_parameter(name)
         if old.is_meta:
             continue
         freed += old.numel() * old.element_size()
-        setattr(module, attribute, torch.nn.Parameter(torch.empty_like(old, device="meta"), requires_grad=False))
+        empty = torch.nn.Parameter(torch.empty_like(old, device="meta"), requires_grad=False)
+        replace_parameter(loaded.model, name, empty)
     return freed
 
 

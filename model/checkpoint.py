@@ -30,7 +30,7 @@ from mobilellm_export.jsonfile import read_json_object
 from . import llama4
 from .config import MobileLLMConfig
 from .hf_fields import llama_family_fields, plain_rope_theta, stop_ids, whole_number
-from .modeling import MobileLLM
+from .modeling import MobileLLM, replace_parameter
 
 SUPPORTED_ARCHITECTURES = ("MobileLLMForCausalLM", "LlamaForCausalLM", "Llama4ForCausalLM")
 # Buffers some old checkpoints carry that hold no weights (recomputed from the config).
@@ -302,9 +302,8 @@ def load_state_into(model: MobileLLM, tensors: dict[str, torch.Tensor]) -> None:
                 continue
             # An empty-weights model takes the checkpoint's tensors themselves (converted only if
             # they are not float32), so the weights are in memory once.
-            owner, _, attribute = name.rpartition(".")
-            setattr(model.get_submodule(owner), attribute,
-                    torch.nn.Parameter(value.to(torch.float32).contiguous(), requires_grad=param.requires_grad))
+            replace_parameter(model, name, torch.nn.Parameter(value.to(torch.float32).contiguous(),
+                                                              requires_grad=param.requires_grad))
 
 
 def _natural(name: str) -> list[object]:

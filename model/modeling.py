@@ -118,6 +118,12 @@ def sdpa_gqa(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2)
 
 
+def replace_parameter(model: nn.Module, name: str, value: nn.Parameter) -> None:
+    """Put `value` in place of the parameter `model` names `name` ("layers.0.mlp.up_proj.weight")."""
+    owner, _, attribute = name.rpartition(".")
+    setattr(model.get_submodule(owner), attribute, value)
+
+
 class KVCache(nn.Module):
     """One executed block's static cache: [batch, max_context, kv_heads, head_dim] keys and values."""
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mobilellm_export.errors import UnsupportedError
-from mobilellm_export.model.modeling import MobileLLM, Positions, RMSNorm, run_blocks
+from mobilellm_export.model.modeling import MobileLLM, Positions, RMSNorm, replace_parameter, run_blocks
 from mobilellm_export.quant.schemes import QuantScheme, WeightFormat
 from mobilellm_export.quant.codes import QuantizedWeight
 from mobilellm_export.quant.stage import QuantizedModel, linear_names
@@ -186,8 +186,7 @@ def intx_weight(weight: QuantizedWeight) -> nn.Parameter:
 def _install_codes(model: MobileLLM, quantized: QuantizedModel) -> None:
     for name in linear_names(model):
         if name in quantized.weights:
-            module_name, _, attribute = name.rpartition(".")
-            setattr(model.get_submodule(module_name), attribute, intx_weight(quantized.weight(name)))
+            replace_parameter(model, name, intx_weight(quantized.weight(name)))
 
 
 def shared_matrix_modules(model: MobileLLM, quantized: QuantizedModel) -> tuple[nn.Module, nn.Linear]:
