@@ -97,6 +97,7 @@ def test_the_export_command_frees_replaced_floats_only_when_no_export_of_the_run
         tmp_path, capsys, backends, quants, freed):
     from mobilellm_export.cli import main
 
-    args = [a for b in backends for a in ("--backend", b)] + [a for q in quants for a in ("--quant", q)]
-    assert main(["export", *args, "--method", "rtn", "--output", str(tmp_path)]) == 0
+    assert main(["export", "--backend", *backends, "--quant", *quants, "--method", "rtn",
+                 "--output", str(tmp_path)]) == 0
+    assert len(list(tmp_path.iterdir())) == len(backends) * len(quants)  # every export of the run ran
     assert ("MB of float weights the codes replace" in capsys.readouterr().err) == freed
