@@ -15,7 +15,7 @@ from mobilellm_export.model.sources import LoadedModel
 from mobilellm_export.progress import Progress
 from mobilellm_export.quant.calibration import Calibration, calibration
 from mobilellm_export.quant.schemes import AUTO, QuantScheme, expected_weight_bytes, resolve_method
-from mobilellm_export.quant.stage import EMBEDDING, QuantizedModel, quantize
+from mobilellm_export.quant.stage import QuantizedModel, quantize
 from mobilellm_export.runtimes.tokenizer import TOKENIZER_COMPANIONS, TOKENIZER_FILES
 
 from .contract import Backend, ExportRequest
@@ -108,13 +108,14 @@ def free_replaced_floats(loaded: LoadedModel, quantized: list[QuantizedModel]) -
     no check against the float model afterwards). Returns the bytes freed.
 
     A 125M model's linears are 0.43 GB of float32 that lowering would otherwise carry through its
-    own peak. The parameters stay, on the meta device, so that anything still reading one fails
-    loudly instead of computing with stale numbers. The shared embedding stays: it is also the
-    model's token lookup, which some backends build from the float matrix.
+    own peak, and its shared matrix another 74 MB. The parameters stay, on the meta device, so that
+    anything still reading one fails loudly instead of computing with stale numbers. The shared
+    matrix is freed only when every scheme of the run quantized it: it is both the token lookup
+    and the output projection, and these backends build both from its codes.
     """
     if not quantized:
         return 0
-    names = set.intersection(*(set(q.weights) for q in quantized)) - {EMBEDDING}
+    names = set.intersection(*(set(q.weights) for q in quantized))
     freed = 0
     for name in sorted(names):
         old = loaded.model.get_parameter(name)

@@ -56,7 +56,7 @@ class OnnxBackend(Backend):
     embedding_choices = ("none", "int8", "int4")
     requires = ("onnx", "onnxruntime")
     install_hint = "the onnx and onnxruntime packages (pip install onnx onnxruntime)"
-    reads_replaced_floats = False  # linears from the codes; the float embedding is never freed
+    reads_replaced_floats = False  # linears and a quantized shared matrix come from the codes
 
     def export(self, model: MobileLLM, quantized: QuantizedModel, request: ExportRequest, out_dir: Path,
                progress: Progress) -> ExportResult:

@@ -103,12 +103,13 @@ def _mask_lengths(g: GraphWriter) -> _Lengths:
     return _Lengths(seqlens_k, g.op("Cast", [total], to=TensorProto.INT32, name="mask/total_sequence_length")[0])
 
 
-def _embed(g: GraphWriter, embedding: np.ndarray, quantized: QuantizedWeight | None,
+def _embed(g: GraphWriter, embedding: torch.Tensor, quantized: QuantizedWeight | None,
            block: int) -> tuple[str, BlockQuantized | None]:
     """The shared matrix, stored once, and the token lookup over it. Returns the lookup's output
-    and, when quantized, the block layout the output projection reads through a Reshape."""
+    and, when quantized, the block layout the output projection reads through a Reshape. A
+    quantized matrix is built from its codes alone (the float one may be freed, on meta)."""
     if quantized is None:
-        g.constant("embed_tokens", embedding)
+        g.constant("embed_tokens", _np(embedding))
         return g.op("Gather", ["embed_tokens", "input_ids"], axis=0, name="embed/Gather")[0], None
     if quantized.zero_points is not None:
         raise UnsupportedError("the onnx backend stores the shared matrix symmetrically; choose a symmetric format")
@@ -282,7 +283,7 @@ def build_graph(model: MobileLLM, quantized: QuantizedModel, max_context: int) -
     cos, sin = rope_tables(config.head_dim, max_context, config.rope_theta)
     half = config.head_dim // 2  # RotaryEmbedding takes the first half (rotate-half layout)
     rope = g.constant("rope_cos", _np(cos[:, :half])), g.constant("rope_sin", _np(sin[:, :half]))
-    x, head = _embed(g, _np(model.embed_tokens.weight), quantized.weights.get(EMBEDDING), row_block(model.config))
+    x, head = _embed(g, model.embed_tokens.weight, quantized.weights.get(EMBEDDING), row_block(model.config))
     blocks = _store_blocks(g, model, quantized)
     pending, residual = _run_blocks(g, config, blocks, x, lengths, rope, _q_temperature(g, config, max_context))
     h = g.op("SkipSimplifiedLayerNormalization", [pending, residual, "norm"], domain=MS_DOMAIN,

@@ -8,6 +8,7 @@ same bytes without them."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -19,7 +20,7 @@ from mobilellm_export.export.registry import BACKENDS, get_backend
 from mobilellm_export.model.checkpoint import Checkpoint
 from mobilellm_export.model.sources import LoadedModel
 from mobilellm_export.progress import Progress
-from mobilellm_export.quant.schemes import get_scheme
+from mobilellm_export.quant.schemes import embedding_format, get_scheme
 
 from ..conftest import random_model, small_config
 
@@ -67,16 +68,18 @@ def _files(directory) -> dict[str, bytes]:
     return {**files, "manifest.json": json.dumps(manifest, sort_keys=True).encode()}
 
 
+@pytest.mark.parametrize("embedding", ["int8", "int4"])
 @pytest.mark.parametrize("backend", [b.name for b in BACKENDS.values() if not b.reads_replaced_floats])
-def test_backends_that_say_so_export_the_same_bytes_without_the_replaced_floats(tmp_path, backend):
-    request = ExportRequest(get_scheme("int4"), 32, method="rtn")
+def test_backends_that_say_so_export_the_same_bytes_without_the_replaced_floats(tmp_path, backend, embedding):
+    scheme = dataclasses.replace(get_scheme("int4"), embedding=embedding_format(embedding, 32))
+    request = ExportRequest(scheme, 32, method="rtn")
     pipeline.export_artifact(_loaded(random_model(small_config())), get_backend(backend), request, tmp_path / "a")
     loaded = _loaded(random_model(small_config()))
     quantizer = pipeline.Quantizer(loaded, Progress(quiet=True))
     freed = pipeline.free_replaced_floats(loaded, [quantizer(request.scheme, request.method)])
-    linears = [p for name, p in loaded.model.named_parameters() if name.endswith("proj.weight")]
-    assert freed == 4 * sum(p.numel() for p in linears) and all(p.is_meta for p in linears)
-    assert not loaded.model.embed_tokens.weight.is_meta  # the shared matrix is also the float lookup
+    replaced = [p for name, p in loaded.model.named_parameters() if name.endswith(("proj.weight", "embed_tokens.weight"))]
+    assert freed == 4 * sum(p.numel() for p in replaced) and all(p.is_meta for p in replaced)
+    assert not any(p.is_meta for name, p in loaded.model.named_parameters() if "norm" in name)
     pipeline.export_artifact(loaded, get_backend(backend), request, tmp_path / "b", quantizer=quantizer)
     assert _files(tmp_path / "a") == _files(tmp_path / "b")
 
@@ -87,6 +90,15 @@ def test_only_floats_every_scheme_of_the_run_replaced_are_freed():
     runs = [quantizer(get_scheme(name), "rtn") for name in ("int4", "fp32")]
     assert pipeline.free_replaced_floats(loaded, runs) == 0
     assert not any(p.is_meta for p in loaded.model.parameters())
+
+
+def test_a_float_shared_matrix_is_kept_while_the_linears_it_sits_beside_are_freed():
+    loaded = _loaded(random_model(small_config()))
+    quantizer = pipeline.Quantizer(loaded, Progress(quiet=True))
+    float_matrix = dataclasses.replace(get_scheme("int4"), embedding=embedding_format("none", 32))
+    assert pipeline.free_replaced_floats(loaded, [quantizer(float_matrix, "rtn")]) > 0
+    assert not loaded.model.embed_tokens.weight.is_meta
+    assert loaded.model.layers[0].mlp.up_proj.weight.is_meta
 
 
 # fp32 in the run: its export reads every float; Core ML traces the float model (reads_replaced_floats).
