@@ -134,20 +134,24 @@ def gptq_model(model: MobileLLM, scheme: QuantScheme, names: list[str], windows:
     windows, the lookup reading the already-quantized shared matrix."""
     from mobilellm_export.model.modeling import sdpa_gqa
 
-    work = copy.deepcopy(model).eval()
     tokens = torch.tensor(windows, dtype=torch.long)
-    limit = work.rope_cos.shape[0]
+    limit = model.rope_cos.shape[0]
     if tokens.shape[1] > limit:  # a model with a shorter context than the windows: the same text in pieces it takes
         pieces = tokens.shape[1] // limit
         tokens = tokens[:, :pieces * limit].reshape(-1, limit)
     steps = torch.arange(tokens.shape[1])
-    masks = work.block_masks(steps, steps)
-    coding = work.position_coding(steps)
-    table = work.embed_tokens.weight if embedding is None else embedding.dequantize()
+    masks = model.block_masks(steps, steps)
+    coding = model.position_coding(steps)
+    table = model.embed_tokens.weight.detach() if embedding is None else embedding.dequantize()
     xs = [F.embedding(t, table) for t in tokens.split(chunk)]  # the lookup as the artifact does it
+    del table
     result: dict[str, QuantizedWeight] = {}
-    params = dict(work.named_parameters())
-    for b, layer in enumerate(work.layers):
+    for b, source in enumerate(model.layers):
+        # A copy of this block alone, whose weights become their quantized values below so that
+        # the blocks after it see its quantized outputs; the caller's model is left as it was.
+        # (A copy of the whole model was a second float model through quantization: 0.5 GB on 125M.)
+        layer = copy.deepcopy(source).eval()
+        params = {f"layers.{b}.{n}": p for n, p in layer.named_parameters()}
         attend = partial(sdpa_gqa, mask=masks[b])
         mine = [n for n in names if n.startswith(f"layers.{b}.")]
         hooks: dict[str, HessianHook] = {}
@@ -155,10 +159,11 @@ def gptq_model(model: MobileLLM, scheme: QuantScheme, names: list[str], windows:
             # q/k/v read the attention norm's output, gate/up the MLP norm's: one Hessian each.
             shared = next((h for m, h in hooks.items() if _same_input(m, n)), None)
             hooks[n] = shared or HessianHook(params[n].shape[1])
-        handles = [work.get_submodule(n.rpartition(".")[0]).register_forward_hook(hooks[n]) for n in mine]
+        handles = [layer.get_submodule(n.removeprefix(f"layers.{b}.").rpartition(".")[0]).register_forward_hook(hooks[n])
+                   for n in mine]
         with torch.no_grad():
             for x in xs:
-                for _ in range(_layer_runs(work.config)):  # an LS block's runs feed one Hessian
+                for _ in range(_layer_runs(model.config)):  # an LS block's runs feed one Hessian
                     x = layer(x, coding, attend)
         for handle in handles:
             handle.remove()
@@ -169,8 +174,8 @@ def gptq_model(model: MobileLLM, scheme: QuantScheme, names: list[str], windows:
                 params[n].copy_(quantized.dequantize())
         with torch.no_grad():  # the next block sees this block's quantized outputs
             for i, x in enumerate(xs):
-                for _ in range(_layer_runs(work.config)):
+                for _ in range(_layer_runs(model.config)):
                     x = layer(x, coding, attend)
                 xs[i] = x
-        progress.step(f"gptq: block {b + 1}/{len(work.layers)}")
+        progress.step(f"gptq: block {b + 1}/{len(model.layers)}")
     return result

@@ -48,10 +48,12 @@ def test_ls_blocks_get_one_set_of_codes_from_both_runs():
     model = random_model(small_config(layer_sharing=True, n_layers=2))
     g = torch.Generator().manual_seed(0)
     windows = torch.randint(3, model.config.vocab_size, (4, 32), generator=g).tolist()
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
     codes = gptq_model(model, get_scheme("int4"), linear_names(model), windows, None, Progress(quiet=True))
     assert set(codes) == {n for n, p in model.layers.named_parameters(prefix="layers") if p.ndim == 2}
-    # The float model is left as it was (the stage works on a copy).
+    # The float model is left as it was, bit for bit (each block is quantized in its own copy).
     assert not torch.equal(codes["layers.0.mlp.up_proj.weight"].dequantize(), model.layers[0].mlp.up_proj.weight)
+    assert all(torch.equal(p, before[name]) for name, p in model.named_parameters())
 
 
 def test_calibration_text_from_a_file_is_windowed_and_recorded(tmp_path, embedded):
