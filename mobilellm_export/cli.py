@@ -292,8 +292,11 @@ def build_parser() -> argparse.ArgumentParser:
     exp = sub.add_parser("export", parents=[common], help="write phone artifacts with manifests",
                          description="Export a model to one artifact directory per backend and scheme.")
     _model_arg(exp)
-    exp.add_argument("--backend", nargs="+", required=True, metavar="B", help=", ".join(BACKENDS))
-    exp.add_argument("--quant", nargs="+", required=True, metavar="Q",
+    # "extend": `--backend a b` and `--backend a --backend b` both mean a and b (with nargs alone, a
+    # repeated flag silently kept only its last list, and a run exported less than it was asked to).
+    exp.add_argument("--backend", nargs="+", action="extend", required=True, metavar="B",
+                     help=", ".join(BACKENDS) + " (several, or the flag repeated)")
+    exp.add_argument("--quant", nargs="+", action="extend", required=True, metavar="Q",
                      help="; ".join(f"{b.name}: {', '.join(b.schemes)}" for b in BACKENDS.values()))
     exp.add_argument("--embedding-quant", choices=("none", "int8", "int4"),
                      help="format of the one shared embedding/output matrix (default: the scheme's own: "

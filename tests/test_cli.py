@@ -86,3 +86,18 @@ def test_every_command_has_help():
     for name in ("info", "generate", "export", "verify", "bench", "bundle"):
         proc = run(name, "--help")
         assert proc.returncode == 0 and "usage: mobilellm-export " + name in proc.stdout
+
+
+@pytest.mark.parametrize("argv", [
+    ["--backend", "onnx", "executorch", "--quant", "int4", "fp32"],
+    ["--backend", "onnx", "--backend", "executorch", "--quant", "int4", "--quant", "fp32"],
+    ["--backend", "onnx", "--quant", "int4", "--backend", "executorch", "onnx", "--quant", "fp32"],
+])
+def test_export_takes_backends_and_schemes_as_lists_or_repeated_flags(argv):
+    from mobilellm_export.cli import build_parser
+    from mobilellm_export.export.plan import ExportSpec, plan_exports
+
+    args = build_parser().parse_args(["export", *argv, "--output", "out"])
+    planned = plan_exports(ExportSpec(backends=tuple(args.backend), quants=tuple(args.quant)))
+    assert sorted((p.backend.name, p.scheme.name) for p in planned) == [
+        ("executorch", "fp32"), ("executorch", "int4"), ("onnx", "fp32"), ("onnx", "int4")]
