@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import time
 from pathlib import Path
 from typing import Any
@@ -30,11 +29,21 @@ RESULT = "BENCH-RESULT "
 COUNT_WORDS = "one two three four five six seven eight nine ten eleven twelve".split()
 
 
-def rss_bytes() -> int:
+def _status_kb(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def rss_bytes() -> int:
+    return _status_kb("VmRSS")
+
+
+def peak_rss_bytes() -> int:
+    """This process's own high-water mark. Not getrusage's ru_maxrss: Linux carries the parent's
+    resident size across fork and exec into it, so a child of a large parent reports the parent's."""
+    return _status_kb("VmHWM")
 
 
 def measure_speed(directory: Path, prompt_lengths: list[int], new_tokens: int, repeats: int,
@@ -69,7 +78,7 @@ def measure_speed(directory: Path, prompt_lengths: list[int], new_tokens: int, r
     return {
         "runtime": runtime.name, "load_s": load_s,
         "rss_after_load_bytes": after_load - before, "rss_after_generation_bytes": rss_bytes() - before,
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_rss_bytes": peak_rss_bytes(),
         "prompt_lengths": per_length, "max_context": runtime.max_context,
     }
 
@@ -130,7 +139,7 @@ def measure_stock(directory: Path, prompt_lengths: list[int], new_tokens: int, r
     return {
         "runtime": runner.name, "timer": runner.timer, "load_s": load_s, "load_includes_first_generation": True,
         "rss_after_load_bytes": after_load - before, "rss_after_generation_bytes": rss_bytes() - before,
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_rss_bytes": peak_rss_bytes(),
         "prompt_lengths": per_length,
     }
 
