@@ -151,15 +151,16 @@ def gptq_model(model: MobileLLM, scheme: QuantScheme, names: list[str], windows:
         # the blocks after it see its quantized outputs; the caller's model is left as it was.
         # (A copy of the whole model was a second float model through quantization: 0.5 GB on 125M.)
         layer = copy.deepcopy(source).eval()
-        params = {f"layers.{b}.{n}": p for n, p in layer.named_parameters()}
+        prefix = f"layers.{b}."
+        params = {prefix + n: p for n, p in layer.named_parameters()}
         attend = partial(sdpa_gqa, mask=masks[b])
-        mine = [n for n in names if n.startswith(f"layers.{b}.")]
+        mine = [n for n in names if n.startswith(prefix)]
         hooks: dict[str, HessianHook] = {}
         for n in mine:
             # q/k/v read the attention norm's output, gate/up the MLP norm's: one Hessian each.
             shared = next((h for m, h in hooks.items() if _same_input(m, n)), None)
             hooks[n] = shared or HessianHook(params[n].shape[1])
-        handles = [layer.get_submodule(n.removeprefix(f"layers.{b}.").rpartition(".")[0]).register_forward_hook(hooks[n])
+        handles = [layer.get_submodule(n.removeprefix(prefix).rpartition(".")[0]).register_forward_hook(hooks[n])
                    for n in mine]
         with torch.no_grad():
             for x in xs:

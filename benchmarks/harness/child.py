@@ -29,7 +29,7 @@ RESULT = "BENCH-RESULT "
 COUNT_WORDS = "one two three four five six seven eight nine ten eleven twelve".split()
 
 
-def _status_kb(field: str) -> int:
+def _status_bytes(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024
@@ -37,13 +37,13 @@ def _status_kb(field: str) -> int:
 
 
 def rss_bytes() -> int:
-    return _status_kb("VmRSS")
+    return _status_bytes("VmRSS")
 
 
 def peak_rss_bytes() -> int:
     """This process's own high-water mark. Not getrusage's ru_maxrss: Linux carries the parent's
     resident size across fork and exec into it, so a child of a large parent reports the parent's."""
-    return _status_kb("VmHWM")
+    return _status_bytes("VmHWM")
 
 
 def measure_speed(directory: Path, prompt_lengths: list[int], new_tokens: int, repeats: int,
