@@ -126,9 +126,11 @@ def kv_bytes_per_token(manifest: Manifest, position: float) -> float:
     return 2 * config.n_executed_layers * config.kv_dim * manifest.runtime.kv_cache_bytes_per_value * position
 
 
-def run_child(args: list[str], log: Path) -> dict[str, Any]:
+def run_child(args: list[str], log: Path, *, preload: Path | None = None) -> dict[str, Any]:
+    """One child run; `preload`: a shared library the child's dynamic linker loads first (a diagnostic)."""
+    env = None if preload is None else {**os.environ, "LD_PRELOAD": str(preload)}
     proc = subprocess.run([sys.executable, "-m", "mobilellm_export.benchmarks.harness.child", *args],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env=env)
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text(proc.stdout + proc.stderr)
     lines = [line[line.find(RESULT) + len(RESULT):] for line in proc.stdout.splitlines() if RESULT in line]

@@ -71,3 +71,25 @@ def test_peer_report_compares_decode_at_matching_depths():
                                                                    "targets": got}}}
     text = peer.report(results)
     assert f"decode tok/s after {peer.DEPTHS[1]}" in text and f"0.80x after {peer.DEPTHS[1]}" in text
+
+
+def test_the_mkl_diagnostic_row_gets_its_own_ratios_and_never_counts_for_the_targets():
+    from mobilellm_export.benchmarks.peers import llamacpp as peer
+
+    def system(prefill, decode):
+        return {"runner": "r", "size_bytes": 90e6, "weight_bytes": 90e6, "quality": {},
+                "prefill_tokens_per_s": dict(zip(map(str, peer.LENGTHS), prefill)),
+                "decode_at_depth": dict(zip(map(str, peer.DEPTHS), decode)), "decode_tokens_per_s": decode[0]}
+
+    systems = {"llama.cpp Q4_0": system((400.0, 400.0), (100.0, 50.0)),
+               "ours executorch int4": system((200.0, 200.0), (80.0, 30.0)),
+               f"ours executorch int4, {peer.DIAGNOSTIC}": system((420.0, 420.0), (130.0, 60.0))}
+    got = peer.targets(systems)
+    assert not any(got["met"].values())  # the stock row's, though the diagnostic row would meet some
+    assert got["diagnostic"]["decode_ratio"] == pytest.approx(1.3)
+    assert got["diagnostic"]["prefill_32_ratio"] == pytest.approx(1.05)
+    results = {"llama_cpp": {"variant": "native"}, "threads": 2, "machine": {"cpu": "x"}, "rounds": 1,
+               "bandwidth": {"bytes_per_s": 1e10}, "models": {"m": {"synthetic_weights": True, "systems": systems,
+                                                                   "targets": got}}}
+    text = peer.report(results)
+    assert "Diagnostic, not counted" in text and "1.30x after 32" in text and "- NOT met: prefill 32 >= 1.0x" in text

@@ -1,0 +1,42 @@
+"""The MKL dispatch diagnostic of the llama.cpp peer benchmark: the preloaded shim really moves
+libtorch's oneMKL onto another code path (its results change in the last bits and stay correct);
+where it cannot apply (Intel CPUs, torch without MKL), the benchmark says why instead."""
+
+import subprocess
+import sys
+
+import pytest
+
+from mobilellm_export.benchmarks.peers import mkl_dispatch
+
+# A matrix-vector product through torch, which calls MKL's sgemv: its summation order is the code path's.
+PROBE = """
+import torch
+torch.set_num_threads(1)
+g = torch.Generator().manual_seed(0)
+a, x = torch.randn(512, 4096, generator=g), torch.randn(4096, generator=g)
+y = torch.mv(a, x)
+print(y.numpy().tobytes().hex(), (y.double() - a.double() @ x.double()).abs().max().item())
+"""
+
+
+def _probe(env_extra: dict[str, str]) -> tuple[str, float]:
+    import os
+
+    out = subprocess.run([sys.executable, "-c", PROBE], env={**os.environ, **env_extra}, check=True,
+                         capture_output=True, text=True).stdout.split()
+    return out[0], float(out[1])
+
+
+def test_unavailable_is_a_reason_or_none():
+    reason = mkl_dispatch.unavailable()
+    assert reason is None or (isinstance(reason, str) and reason)
+
+
+@pytest.mark.skipif(mkl_dispatch.unavailable() is not None, reason=str(mkl_dispatch.unavailable()))
+def test_the_shim_moves_mkl_to_another_code_path(tmp_path):
+    shim = mkl_dispatch.build_shim(tmp_path)
+    stock, stock_error = _probe({})
+    shimmed, shimmed_error = _probe({"LD_PRELOAD": str(shim)})
+    assert stock != shimmed  # another kernel: another summation order
+    assert stock_error < 1e-3 and shimmed_error < 1e-3  # both still the product
