@@ -93,7 +93,8 @@ def _config_from_llama(data: dict[str, Any], arch: str) -> MobileLLMConfig:
         n_heads=n_heads,
         n_kv_heads=whole(data, "num_key_value_heads", n_heads),
         ffn_dim=whole(data, "intermediate_size"),
-        head_dim=whole(data, "head_dim", dim // n_heads),
+        # No default from a zero head count: the config's own check then names num_attention_heads.
+        head_dim=whole(data, "head_dim", dim // n_heads if n_heads > 0 else 0),
         rope_theta=plain_rope_theta(data, 10000.0),
         norm_eps=float(data.get("rms_norm_eps", 1e-5)),
         share_embedding=shared,

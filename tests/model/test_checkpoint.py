@@ -188,3 +188,15 @@ def test_invalid_json_and_missing_files_are_refused(ls_checkpoint, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="no config.json"):
         load_checkpoint(tmp_path / "empty")
+
+
+def test_zero_attention_heads_is_one_checkpoint_error_not_a_division_by_zero():
+    # Found by tests/test_fuzz.py: the default head_dim (hidden_size // heads) was computed first.
+    from mobilellm_export.model.checkpoint import config_from_hf, config_to_hf
+
+    from ..conftest import small_config
+
+    data = {**config_to_hf(small_config()), "num_attention_heads": 0}
+    data.pop("head_dim", None)
+    with pytest.raises(CheckpointError, match="n_heads"):
+        config_from_hf(data)
