@@ -2,6 +2,7 @@
 libtorch's oneMKL onto another code path (its results change in the last bits and stay correct);
 where it cannot apply (Intel CPUs, torch without MKL), the benchmark says why instead."""
 
+import os
 import subprocess
 import sys
 
@@ -21,16 +22,16 @@ print(y.numpy().tobytes().hex(), (y.double() - a.double() @ x.double()).abs().ma
 
 
 def _probe(env_extra: dict[str, str]) -> tuple[str, float]:
-    import os
-
     out = subprocess.run([sys.executable, "-c", PROBE], env={**os.environ, **env_extra}, check=True,
                          capture_output=True, text=True).stdout.split()
     return out[0], float(out[1])
 
 
-def test_unavailable_is_a_reason_or_none():
-    reason = mkl_dispatch.unavailable()
-    assert reason is None or (isinstance(reason, str) and reason)
+def test_intel_cpus_and_cpus_without_avx2_get_no_diagnostic_row(monkeypatch):
+    monkeypatch.setattr(mkl_dispatch, "_cpuinfo", lambda: ("GenuineIntel", {"avx2", "fma"}))
+    assert "Intel CPU" in mkl_dispatch.unavailable()
+    monkeypatch.setattr(mkl_dispatch, "_cpuinfo", lambda: ("AuthenticAMD", {"sse2", "avx"}))
+    assert "lacks AVX2" in mkl_dispatch.unavailable()
 
 
 @pytest.mark.skipif(mkl_dispatch.unavailable() is not None, reason=str(mkl_dispatch.unavailable()))
