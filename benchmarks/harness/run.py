@@ -126,9 +126,8 @@ def kv_bytes_per_token(manifest: Manifest, position: float) -> float:
     return 2 * config.n_executed_layers * config.kv_dim * manifest.runtime.kv_cache_bytes_per_value * position
 
 
-def run_child(args: list[str], log: Path, *, preload: Path | None = None) -> dict[str, Any]:
-    """One child run; `preload`: a shared library the child's dynamic linker loads first (a diagnostic)."""
-    env = None if preload is None else {**os.environ, "LD_PRELOAD": str(preload)}
+def run_child(args: list[str], log: Path, *, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """One child run (`env`: its whole environment; None: this process's)."""
     proc = subprocess.run([sys.executable, "-m", "mobilellm_export.benchmarks.harness.child", *args],
                           capture_output=True, text=True, env=env)
     log.parent.mkdir(parents=True, exist_ok=True)

@@ -201,9 +201,21 @@ def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
+def _child_median(runs: list[dict[str, Any]], length: int, figure: str) -> float | None:
+    """A figure of `bench`'s child at one prompt length, the median over the rounds."""
+    return _median([x["prompt_lengths"][str(length)][figure]["median"] for x in runs
+                    if figure in x["prompt_lengths"][str(length)]])
+
+
+def _speed_figures(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Decode after each depth and prefill of each length, medians over the rounds of our runs."""
+    return {"decode_at_depth": {str(d): _child_median(runs, d, "decode_tokens_per_s") for d in DEPTHS},
+            "prefill_tokens_per_s": {str(n): _child_median(runs, n, "prefill_tokens_per_s") for n in LENGTHS}}
+
+
 def measure_model(key: str, checkpoint: Path, ours: list[Path], tools: NativeTools, args: argparse.Namespace,
-                  bandwidth: float, shim: Path | None) -> dict[str, Any]:
-    """`shim`: mkl_dispatch's library; ExecuTorch artifacts then get a diagnostic row run with it."""
+                  bandwidth: float, shim_env: dict[str, str] | None) -> dict[str, Any]:
+    """`shim_env`: mkl_dispatch's environment; ExecuTorch artifacts then get a diagnostic row run in it."""
     work = args.work / key
     work.mkdir(parents=True, exist_ok=True)
     f32 = work / "model-F32.gguf"
@@ -215,8 +227,8 @@ def measure_model(key: str, checkpoint: Path, ours: list[Path], tools: NativeToo
                   "--new-tokens", str(NEW), "--repeats", "5"]
     rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in [*ggufs, *(str(d) for d in ours)]}
     adapter: dict[str, list[dict[str, Any]]] = {str(d): [] for d in ours}
-    diagnosed = [d for d in ours if shim is not None and read_manifest(d).backend == "executorch"]
-    dispatch: dict[str, list[dict[str, Any]]] = {str(d): [] for d in diagnosed}
+    dispatch: dict[str, list[dict[str, Any]]] = {
+        str(d): [] for d in ours if shim_env is not None and read_manifest(d).backend == "executorch"}
     for r in range(args.rounds):
         print(f"{key}: round {r + 1} of {args.rounds}", flush=True)
         for name, gguf in ggufs.items():
@@ -229,7 +241,7 @@ def measure_model(key: str, checkpoint: Path, ours: list[Path], tools: NativeToo
             adapter[str(directory)].append(run_child([str(directory), *speed_args], logs / f"{directory.name}-adapter.log"))
             if str(directory) in dispatch:
                 dispatch[str(directory)].append(run_child([str(directory), *speed_args, "--stock"],
-                                                          logs / f"{directory.name}-stock-mkl-avx2.log", preload=shim))
+                                                          logs / f"{directory.name}-stock-mkl-avx2.log", env=shim_env))
     synthetic = read_manifest(ours[0]).model.synthetic if ours else True
     quality: dict[str, dict[str, float]] = {}
     if not synthetic:
@@ -249,19 +261,12 @@ def measure_model(key: str, checkpoint: Path, ours: list[Path], tools: NativeToo
     for directory in ours:
         manifest = read_manifest(directory)
         runs, plain = rounds[str(directory)], adapter[str(directory)]
-
-        def med(items: list[dict[str, Any]], length: int, figure: str) -> float | None:
-            return _median([x["prompt_lengths"][str(length)][figure]["median"] for x in items
-                            if figure in x["prompt_lengths"][str(length)]])
-
         entry: dict[str, Any] = {
             "runner": runs[0]["runtime"], "size_bytes": manifest.total_bytes,
-            "weight_bytes": manifest.expected_weight_bytes,
-            "decode_at_depth": {str(d): med(runs, d, "decode_tokens_per_s") for d in DEPTHS},
-            "prefill_tokens_per_s": {str(n): med(runs, n, "prefill_tokens_per_s") for n in LENGTHS},
+            "weight_bytes": manifest.expected_weight_bytes, **_speed_figures(runs),
             "prompt_tokens": {str(n): runs[0]["prompt_lengths"][str(n)]["prompt_tokens"] for n in LENGTHS},
-            "adapter_decode_tokens_per_s": med(plain, DEPTHS[0], "decode_tokens_per_s"),
-            "adapter_prefill_tokens_per_s": {str(n): med(plain, n, "prefill_tokens_per_s") for n in LENGTHS},
+            "adapter_decode_tokens_per_s": _child_median(plain, DEPTHS[0], "decode_tokens_per_s"),
+            "adapter_prefill_tokens_per_s": {str(n): _child_median(plain, n, "prefill_tokens_per_s") for n in LENGTHS},
             "quantization": manifest.quantization,
         }
         if not synthetic:
@@ -273,9 +278,7 @@ def measure_model(key: str, checkpoint: Path, ours: list[Path], tools: NativeToo
         if str(directory) in dispatch:
             runs = dispatch[str(directory)]
             systems[f"{name}, {DIAGNOSTIC}"] = {
-                **entry, "runner": f"{runs[0]['runtime']}, oneMKL AVX2 dispatch preloaded",
-                "decode_at_depth": {str(d): med(runs, d, "decode_tokens_per_s") for d in DEPTHS},
-                "prefill_tokens_per_s": {str(n): med(runs, n, "prefill_tokens_per_s") for n in LENGTHS},
+                **entry, "runner": f"{runs[0]['runtime']}, oneMKL AVX2 dispatch preloaded", **_speed_figures(runs),
                 "adapter_decode_tokens_per_s": None, "adapter_prefill_tokens_per_s": {}, "diagnostic": True}
     for entry in systems.values():
         entry["decode_tokens_per_s"] = entry["decode_at_depth"][str(DEPTHS[0])]  # the targets' figure
@@ -379,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     tools = ensure_build(args.work / "build", fallback_avx2=args.fallback_avx2)
     not_here = mkl_dispatch.unavailable()
-    shim = None if not_here else mkl_dispatch.build_shim(args.work / "mkl-dispatch")
+    shim_env = None if not_here else mkl_dispatch.shim_environment(args.work / "mkl-dispatch")
     print(f"MKL dispatch diagnostic: {not_here or 'on (a labelled extra row for ExecuTorch)'}", flush=True)
     args.heldout = args.work / "heldout.txt"
     docs = read_jsonl(embedded_dir() / "heldout.jsonl")
@@ -396,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             checkpoint = ensure_checkpoint(args.suite, key)
             ours = [ensure_artifact(args.suite, key, checkpoint, b, q) for b, q in OURS]
-        results["models"][key] = measure_model(key, checkpoint, ours, tools, args, bandwidth["bytes_per_s"], shim)
+        results["models"][key] = measure_model(key, checkpoint, ours, tools, args, bandwidth["bytes_per_s"], shim_env)
         results["llama_cpp"]["build_commit"] = args.build_commit
         # Per model too, so a run of one model never overwrites another's figures.
         one = {**results, "models": {key: results["models"][key]}}

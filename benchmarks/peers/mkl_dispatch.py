@@ -17,6 +17,7 @@ and never counted for the targets, which are the stock runner's.
 from __future__ import annotations
 
 import ctypes
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -65,6 +66,11 @@ def unavailable() -> str | None:
     if not (shutil.which("cc") or shutil.which("gcc")):
         return "no C compiler to build the shim"
     return None
+
+
+def shim_environment(work: Path) -> dict[str, str]:
+    """This process's environment with the shim (built in `work`) preloaded: a child's whole env."""
+    return {**os.environ, "LD_PRELOAD": str(build_shim(work))}
 
 
 def build_shim(work: Path) -> Path:
